@@ -1,0 +1,54 @@
+"""Constants of Backup Offload."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from enum import StrEnum
+import logging
+from typing import Final
+
+DOMAIN: Final = "backup_offload"
+LOGGER = logging.getLogger(__package__)
+
+# Config entry data.
+CONF_PATH: Final = "path"
+CONF_REQUIRE_MOUNT: Final = "require_mount"
+
+# Config entry options.
+CONF_PASSWORD: Final = "password"  # noqa: S105
+CONF_KEEP_COUNT: Final = "keep_count"
+CONF_KEEP_DAYS: Final = "keep_days"
+CONF_INCLUDE_DATABASE: Final = "include_database"
+CONF_EXCLUDE: Final = "exclude"
+CONF_COMPRESS: Final = "compress"
+
+DEFAULT_REQUIRE_MOUNT: Final = True
+DEFAULT_KEEP_COUNT: Final = 0
+DEFAULT_KEEP_DAYS: Final = 0
+DEFAULT_INCLUDE_DATABASE: Final = True
+DEFAULT_COMPRESS: Final = True
+
+# How often the location is probed and listed.
+SCAN_INTERVAL: Final = timedelta(minutes=5)
+# A probe that takes longer reports the location as not responding.
+PROBE_TIMEOUT: Final = 10.0
+# Temporary files older than this at setup are leftovers of a crash.
+STALE_TEMP_AGE: Final = 3600.0
+
+# Events.
+EVENT_BACKUP_CREATED: Final = f"{DOMAIN}_backup_created"
+EVENT_BACKUP_FAILED: Final = f"{DOMAIN}_backup_failed"
+EVENT_BACKUP_DELETED: Final = f"{DOMAIN}_backup_deleted"
+EVENT_RESTORE_STARTED: Final = f"{DOMAIN}_restore_started"
+EVENT_RESTORE_FAILED: Final = f"{DOMAIN}_restore_failed"
+
+
+class OperationState(StrEnum):
+    """What a location is doing right now (the `state` sensor)."""
+
+    IDLE = "idle"
+    CREATING = "creating"
+    RESTORING = "restoring"
+    VERIFYING = "verifying"
+    DELETING = "deleting"
+    PURGING = "purging"

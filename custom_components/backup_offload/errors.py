@@ -1,0 +1,82 @@
+"""Typed errors of the synchronous core.
+
+Each error carries a ``reason``: a stable key that the integration layer maps
+to a translated message (``exceptions.<reason>`` in strings.json), and
+``placeholders`` for that message. The core never imports Home Assistant.
+"""
+
+from __future__ import annotations
+
+
+class BackupOffloadError(Exception):
+    """Base class of every error the core raises on purpose."""
+
+    reason = "unknown"
+
+    def __init__(self, message: str, **placeholders: str) -> None:
+        """Store a readable message and the translation placeholders."""
+        super().__init__(message)
+        self.placeholders: dict[str, str] = {"error": message, **placeholders}
+
+
+class LocationUnavailableError(BackupOffloadError):
+    """The location cannot be used right now (not mounted, gone, hung, ...).
+
+    ``location_reason`` says why: ``not_found``, ``not_a_directory``,
+    ``not_a_mount``, ``not_writable``, ``unreachable``, ``not_responding``.
+    """
+
+    reason = "location_unavailable"
+
+    def __init__(self, message: str, location_reason: str, **placeholders: str) -> None:
+        """Remember why the location is unusable."""
+        super().__init__(message, **placeholders)
+        self.location_reason = location_reason
+
+
+class InsufficientSpaceError(BackupOffloadError):
+    """Not enough free space for the write (checked before, or ENOSPC)."""
+
+    reason = "insufficient_space"
+
+
+class WriteFailedError(BackupOffloadError):
+    """Writing a backup failed with an I/O error; nothing was left behind."""
+
+    reason = "write_failed"
+
+
+class BackupNotFoundError(BackupOffloadError):
+    """No backup with that id or file name in the location."""
+
+    reason = "backup_not_found"
+
+
+class InvalidBackupError(BackupOffloadError):
+    """The file is not a Home Assistant backup (no/invalid backup.json, not a tar)."""
+
+    reason = "invalid_backup"
+
+
+class CorruptBackupError(BackupOffloadError):
+    """The archive is damaged: truncated, bit flips, checksum mismatch."""
+
+    reason = "corrupt_backup"
+
+
+class WrongPasswordError(BackupOffloadError):
+    """The password is missing or does not decrypt the backup."""
+
+    reason = "wrong_password"
+
+
+class UnsupportedFormatError(BackupOffloadError):
+    """The backup needs a newer securetar (or format) than installed."""
+
+    reason = "unsupported_format"
+
+
+class UnsafeArchiveError(BackupOffloadError):
+    """A member would escape the target directory or is a device node."""
+
+    reason = "unsafe_archive"
