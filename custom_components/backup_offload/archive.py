@@ -1,0 +1,570 @@
+"""Home Assistant backup archives: the engine's public API, and creating them.
+
+Everything here is synchronous and made to run in one executor job per
+operation; nothing imports Home Assistant. A backup is written straight into
+the location under a hidden temporary name, flushed, fsync'ed and renamed,
+so a half-written archive is never visible under a backup's name; any error
+removes the temporary files and raises a typed error (see ``errors.py``).
+
+Reading, verifying and extracting are in ``archive_read.py``, listing in
+``listing.py``; they are re-exported here so callers need one import.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+import contextlib
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+import errno
+import hashlib
+import io
+import os
+from pathlib import Path
+import secrets
+import stat
+import tarfile
+import time
+from typing import Any, Final
+
+from . import snapshot
+from .archive_read import VerifyResult, extract_backup, verify_backup
+from .errors import (
+    BackupOffloadError,
+    InsufficientSpaceError,
+    WriteFailedError,
+)
+from .excludes import build_matcher, exclude_patterns, normalize_pattern
+from .listing import BackupScanner, ScanResult, find_backup
+from .metadata import (
+    BACKUP_JSON_MEMBER,
+    EXTRA_KEY,
+    EXTRA_VERSION,
+    INNER_NAME,
+    SIDECAR_SUFFIX,
+    BackupInfo,
+    backup_json,
+    clean_name,
+    file_name,
+    parse_backup_json,
+    read_backup_info,
+)
+from .securetar_compat import WRITE_VERSION, ArchiveWriter, open_writer
+from .snapshot import CHUNK, Entry, Kind, Plan, SourceError
+
+__all__ = [
+    "TEMP_PREFIX",
+    "BackupInfo",
+    "BackupScanner",
+    "CreateResult",
+    "ScanResult",
+    "VerifyResult",
+    "create_backup",
+    "extract_backup",
+    "find_backup",
+    "read_backup_info",
+    "verify_backup",
+]
+
+TEMP_PREFIX: Final = ".backup_offload-"
+"""Every temporary file of ours starts with this (archives, sidecars, DB copies)."""
+# Leftover database copies in the config dir older than this are a crash's.
+_STALE_SCRATCH_SECONDS: Final = 6 * 3600
+_SPACE_ERRNOS: Final = frozenset({errno.ENOSPC, errno.EDQUOT})
+_PROGRESS_STEP: Final = 0.01
+
+DatabaseLock = Callable[[], AbstractContextManager[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class CreateResult:
+    """A new backup, and the paths that were skipped or stored as they changed."""
+
+    info: BackupInfo
+    skipped: list[str]
+    """Relative paths skipped or reported (vanished, changed, special files)."""
+    reasons: dict[str, str] = field(default_factory=dict)
+    """Relative path -> what happened to it, for each path in ``skipped``."""
+
+
+# --- writing ------------------------------------------------------------------
+
+
+class _Destination:
+    """The temporary archive: buffered, seekable, remembers its first OSError.
+
+    securetar seeks back to patch headers, and a failing write can be followed
+    by more failing writes while the tar objects close; the first error is
+    the one that tells the user what happened.
+
+    Once closed (after a failure) it swallows further calls: securetar 2025.x
+    leaves a generator behind when its inner tar fails to close, and that
+    generator's cleanup writes to this file whenever it is garbage-collected.
+    """
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.error: OSError | None = None
+        self._file = os.fdopen(fd, "wb", buffering=CHUNK, closefd=True)
+
+    def _record(self, err: OSError) -> OSError:
+        if self.error is None:
+            self.error = err
+        return err
+
+    def write(self, data: bytes) -> int:
+        """Write to the buffer (and the location)."""
+        if self._file.closed:
+            return len(data)
+        try:
+            return self._file.write(data)
+        except OSError as err:
+            raise self._record(err) from None
+
+    def tell(self) -> int:
+        """Return the position."""
+        return 0 if self._file.closed else self._file.tell()
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        """Move the position (flushes the buffer)."""
+        if self._file.closed:
+            return 0
+        try:
+            return self._file.seek(offset, whence)
+        except OSError as err:
+            raise self._record(err) from None
+
+    def flush(self) -> None:
+        """Flush the buffer to the location."""
+        try:
+            self._file.flush()
+        except OSError as err:
+            raise self._record(err) from None
+
+    def sync(self) -> int:
+        """Flush and fsync; return the file size."""
+        self.flush()
+        try:
+            os.fsync(self.fd)
+            return os.fstat(self.fd).st_size
+        except OSError as err:
+            raise self._record(err) from None
+
+    def digest(self) -> str:
+        """Return the SHA-256 of the written file.
+
+        Read back once: the layout makes hashing during the write impossible,
+        because securetar patches the inner archive's header (its size) after
+        its data. Right after fsync the data usually still is in the page cache.
+        """
+        sha = hashlib.sha256()
+        offset = 0
+        try:
+            while chunk := os.pread(self.fd, CHUNK, offset):
+                sha.update(chunk)
+                offset += len(chunk)
+        except OSError as err:
+            raise self._record(err) from None
+        return sha.hexdigest()
+
+    def close(self) -> None:
+        """Close; errors here only matter if nothing failed before."""
+        try:
+            self._file.close()
+        except OSError as err:
+            self._record(err)
+
+
+class _Progress:
+    """Reports the fraction of file data stored, in steps of 1 %."""
+
+    def __init__(self, callback: Callable[[float], None] | None, total: int) -> None:
+        self._callback = callback
+        self._total = max(total, 1)
+        self._done = 0
+        self._reported = 0.0
+
+    def advance(self, size: int) -> None:
+        if self._callback is None or not size:
+            return
+        self._done += size
+        fraction = min(self._done / self._total, 1.0)
+        if fraction - self._reported >= _PROGRESS_STEP:
+            self._reported = fraction
+            self._callback(fraction)
+
+    def finish(self) -> None:
+        if self._callback is not None and self._reported < 1.0:
+            self._callback(1.0)
+
+
+@dataclass(slots=True)
+class _Job:
+    """One backup being written: where from, and what happened so far."""
+
+    config_dir: Path
+    inner: tarfile.TarFile
+    progress: _Progress
+    scratch: Callable[[str], Path]
+    skipped: dict[str, str] = field(default_factory=dict)
+
+    def add_dir(self, entry: Entry) -> None:
+        try:
+            info = os.lstat(self.config_dir / entry.rel)
+        except FileNotFoundError:
+            self.skipped[entry.rel] = snapshot.VANISHED
+            return
+        if stat.S_ISDIR(info.st_mode):
+            member = snapshot.tarinfo(entry.rel, info)
+            member.type = tarfile.DIRTYPE
+            self.inner.addfile(member)
+        else:
+            self.skipped[entry.rel] = snapshot.REPLACED
+
+    def add_link(self, entry: Entry) -> None:
+        path = self.config_dir / entry.rel
+        try:
+            info = path.lstat()
+            target = str(path.readlink())
+        except FileNotFoundError:
+            self.skipped[entry.rel] = snapshot.VANISHED
+            return
+        except OSError:  # no longer a symlink (EINVAL)
+            self.skipped[entry.rel] = snapshot.REPLACED
+            return
+        if target != entry.link:
+            # Checked for escaping as it was during the walk, not as it is now.
+            self.skipped[entry.rel] = snapshot.REPLACED
+            return
+        member = snapshot.tarinfo(entry.rel, info)
+        member.type = tarfile.SYMTYPE
+        member.linkname = target
+        self.inner.addfile(member)
+
+    def add_file(self, entry: Entry, source: Path | None = None) -> None:
+        """Store a regular file; ``source`` is read instead when given."""
+        path = source or self.config_dir / entry.rel
+        try:
+            opened = snapshot.open_file(path)
+        except OSError as err:
+            raise SourceError(entry.rel, err) from err
+        if isinstance(opened, str):
+            self.skipped[entry.rel] = opened
+            return
+        try:
+            before = os.fstat(opened)
+            member = snapshot.tarinfo(entry.rel, before)
+            member.size = before.st_size
+            reader = snapshot.ExactReader(
+                opened, entry.rel, before.st_size, self.progress.advance
+            )
+            self.inner.addfile(member, reader)
+            if reader.changed or snapshot.changed_since(opened, before):
+                self.skipped[entry.rel] = snapshot.CHANGED
+        finally:
+            os.close(opened)
+
+    def add_entries(self, entries: Sequence[Entry]) -> None:
+        for entry in entries:
+            if entry.kind is Kind.DIR:
+                self.add_dir(entry)
+            elif entry.kind is Kind.LINK:
+                self.add_link(entry)
+            else:
+                self.add_file(entry)
+
+    def add_databases(self, entries: list[Entry], lock: DatabaseLock | None) -> None:
+        """Store the database files consistently.
+
+        Under ``lock`` (the recorder is paused) they are stored as they are;
+        without it each SQLite database is snapshotted through SQLite's online
+        backup API, and its -wal/-shm/-journal files are left out because the
+        snapshot holds everything.
+        """
+        if not entries:
+            return
+        if lock is not None:
+            with lock():
+                self.add_entries(entries)
+            return
+        mains = snapshot.sqlite_mains(entries)
+        copied = {entry.rel for entry in mains if self._add_sqlite(entry)}
+        for entry in entries:
+            if entry not in mains and not snapshot.belongs_to(entry.rel, copied):
+                self.add_file(entry)
+
+    def _add_sqlite(self, entry: Entry) -> bool:
+        copy = self.scratch(entry.rel)
+        try:
+            problem = snapshot.copy_sqlite(self.config_dir / entry.rel, copy)
+            if problem is not None:
+                self.skipped[entry.rel] = problem
+                self.add_file(entry)
+                return False
+            self.add_file(entry, source=copy)
+            return True
+        finally:
+            copy.unlink(missing_ok=True)
+
+
+def _write_contents(
+    writer: ArchiveWriter,
+    meta: bytes,
+    the_plan: Plan,
+    *,
+    config_dir: Path,
+    compress: bool,
+    progress: _Progress,
+    scratch: Callable[[str], Path],
+    database_lock: DatabaseLock | None,
+) -> dict[str, str]:
+    """Write backup.json and the inner archive; return what was skipped."""
+    member = tarfile.TarInfo(BACKUP_JSON_MEMBER)
+    member.size = len(meta)
+    member.mtime = int(time.time())
+    member.mode = 0o644
+    writer.tar.addfile(member, io.BytesIO(meta))
+    inner_name = f"{INNER_NAME}.gz" if compress else INNER_NAME
+    with writer.inner(inner_name, compress=compress) as inner:
+        job = _Job(config_dir, inner, progress, scratch, dict(the_plan.skipped))
+        job.add_dir(Entry("", Kind.DIR))
+        job.add_entries(the_plan.entries)
+        job.add_databases(the_plan.databases, database_lock)
+    return job.skipped
+
+
+@dataclass(slots=True)
+class _Temp:
+    """The temporary files of one backup in the location."""
+
+    archive: Path
+    sidecar: Path
+    created: list[Path] = field(default_factory=list)
+
+    def open_new(self, path: Path) -> int:
+        """Create ``path`` exclusively, mode 0600: never reuse an old file.
+
+        securetar 2025.x would not truncate one, and a file of the same name
+        may belong to another backup still being written.
+        """
+        flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+        fd = os.open(path, flags, 0o600)
+        self.created.append(path)
+        return fd
+
+    def remove(self) -> None:
+        """Remove the temporary files this backup created."""
+        for path in self.created:
+            # If the share is gone, the cleanup at the next setup removes them.
+            with contextlib.suppress(OSError):
+                path.unlink(missing_ok=True)
+
+
+def _write_sidecar(temp: _Temp, digest: str, archive_name: str) -> None:
+    """Write ``<hex>  <name>`` (sha256sum's format) and fsync it."""
+    fd = temp.open_new(temp.sidecar)
+    try:
+        os.write(fd, f"{digest}  {archive_name}\n".encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _publish(temp: _Temp, final: Path) -> None:
+    """Rename both files into place (sidecar first), then fsync the directory.
+
+    The sidecar goes first so that a failure leaves either both or neither.
+    """
+    if os.path.lexists(final):
+        raise WriteFailedError(f"{final.name} already exists", file=final.name)
+    sidecar = final.with_name(final.name + SIDECAR_SUFFIX)
+    temp.sidecar.rename(sidecar)
+    try:
+        temp.archive.rename(final)
+    except BaseException:
+        sidecar.unlink(missing_ok=True)
+        raise
+    try:
+        _fsync_dir(final.parent)
+    except BaseException:
+        # Not durable: a backup that may vanish at the next power cut is
+        # worse than a reported failure.
+        final.unlink(missing_ok=True)
+        sidecar.unlink(missing_ok=True)
+        raise
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Make the renames durable; some file systems (CIFS) cannot, which is fine."""
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    except OSError as err:
+        if err.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EBADF):
+            raise
+    finally:
+        os.close(fd)
+
+
+def _write_failure(err: OSError, what: str) -> BackupOffloadError:
+    """Return the typed error for an OSError while writing ``what``."""
+    code = errno.errorcode.get(err.errno or 0, "unknown error")
+    detail = f"{code} ({err.strerror or err})"
+    if err.errno in _SPACE_ERRNOS:
+        return InsufficientSpaceError(
+            f"Not enough space for {what}: {detail}", errno=code
+        )
+    return WriteFailedError(f"Writing {what} failed: {detail}", errno=code)
+
+
+def _remove_stale_scratch(config_dir: Path) -> None:
+    """Remove database copies that a crashed backup left in the config dir."""
+    limit = time.time() - _STALE_SCRATCH_SECONDS
+    try:
+        with os.scandir(config_dir) as entries:
+            for entry in entries:
+                if (
+                    entry.name.startswith(TEMP_PREFIX)
+                    and entry.is_file(follow_symlinks=False)
+                    and entry.stat(follow_symlinks=False).st_mtime < limit
+                ):
+                    Path(entry.path).unlink()
+    except OSError:  # best effort: the backup itself reports real problems
+        pass
+
+
+def _location_stat(location: Path) -> os.stat_result | None:
+    """Return the location's identity, to leave it out if it is in the config."""
+    try:
+        return location.stat()
+    except OSError:
+        return None
+
+
+def _extra_block(
+    extra: Mapping[str, Any] | None,
+    *,
+    instance_id: str,
+    excludes: list[str],
+    include_database: bool,
+    compress: bool,
+    encrypted: bool,
+) -> dict[str, Any]:
+    """Return ``extra`` for backup.json: the caller's, instance id, ours."""
+    return {
+        **(extra or {}),
+        "instance_id": instance_id,
+        EXTRA_KEY: {
+            "version": EXTRA_VERSION,
+            "excludes": excludes,
+            "include_database": include_database,
+            "compression": "gzip" if compress else None,
+            "securetar_version": WRITE_VERSION if encrypted else None,
+        },
+    }
+
+
+def create_backup(
+    config_dir: Path,
+    location: Path,
+    *,
+    name: str,
+    password: str | None,
+    include_database: bool,
+    excludes: Sequence[str],
+    compress: bool,
+    homeassistant_version: str,
+    instance_id: str,
+    progress: Callable[[float], None] | None = None,
+    database_lock: DatabaseLock | None = None,
+    backup_id: str | None = None,
+    date: datetime | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> CreateResult:
+    """Back up ``config_dir`` into a new archive in ``location``.
+
+    ``excludes`` are globs relative to the config directory (ValueError for an
+    absolute one or one with ``..``); ``database_lock`` is entered around
+    storing the database files; without it SQLite databases are snapshotted.
+    ``progress`` gets fractions 0..1 from this thread. ``extra`` is merged
+    into backup.json's ``extra`` (ours wins). Raises InsufficientSpaceError
+    or WriteFailedError; nothing is left behind then.
+    """
+    when = (date or datetime.now(UTC)).astimezone()
+    backup_id = backup_id or secrets.token_hex(4)
+    name = clean_name(name)
+    user_excludes = [normalize_pattern(pattern) for pattern in excludes]
+    final = location / file_name(name, when, backup_id)
+    if os.path.lexists(final):
+        raise WriteFailedError(f"{final.name} already exists", file=final.name)
+    _remove_stale_scratch(config_dir)
+    the_plan = snapshot.plan(
+        config_dir,
+        is_excluded=build_matcher(
+            exclude_patterns(user_excludes, include_database=include_database)
+        ),
+        skip_names=lambda entry_name: entry_name.startswith(TEMP_PREFIX),
+        include_database=include_database,
+        skip_dir=_location_stat(location),
+    )
+    meta = backup_json(
+        backup_id=backup_id,
+        name=name,
+        date=when,
+        compressed=compress,
+        protected=password is not None,
+        homeassistant_version=homeassistant_version,
+        include_database=include_database,
+        extra=_extra_block(
+            extra,
+            instance_id=instance_id,
+            excludes=user_excludes,
+            include_database=include_database,
+            compress=compress,
+            encrypted=password is not None,
+        ),
+    )
+    temp = _Temp(
+        archive=location / f"{TEMP_PREFIX}{backup_id}.tar.tmp",
+        sidecar=location / f"{TEMP_PREFIX}{backup_id}.sha256.tmp",
+    )
+    tracker = _Progress(progress, the_plan.total_bytes)
+
+    def scratch(rel: str) -> Path:
+        return config_dir / f"{TEMP_PREFIX}{backup_id}-{rel.replace('/', '_')}.tmp"
+
+    destination: _Destination | None = None
+    try:
+        destination = _Destination(temp.open_new(temp.archive))
+        with open_writer(destination, password) as writer:
+            skipped = _write_contents(
+                writer,
+                meta,
+                the_plan,
+                config_dir=config_dir,
+                compress=compress,
+                progress=tracker,
+                scratch=scratch,
+                database_lock=database_lock,
+            )
+        size = destination.sync()
+        digest = destination.digest()
+        destination.close()
+        _write_sidecar(temp, digest, final.name)
+        _publish(temp, final)
+    except BaseException as err:
+        if destination is not None:
+            destination.close()
+        temp.remove()
+        failure = destination.error if destination is not None else None
+        if failure is not None:
+            raise _write_failure(failure, final.name) from err
+        if isinstance(err, SourceError):
+            raise WriteFailedError(str(err), file=err.rel) from err
+        if isinstance(err, OSError):
+            raise _write_failure(err, final.name) from err
+        raise
+    tracker.finish()
+    info = parse_backup_json(meta, file=final.name, size=size)
+    return CreateResult(info=info, skipped=sorted(skipped), reasons=skipped)

@@ -1,0 +1,472 @@
+"""Read whole backups: verify them, and extract them for a restore.
+
+Both read the archive as a stream, front to back, once per pass: decrypt
+(securetar), decompress (gzip, whose CRC is checked) and walk the tar. The
+``.sha256`` sidecar, when present, is checked in the same pass. Extraction
+first reads everything and checks every member, and only then writes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+import contextlib
+from contextlib import contextmanager
+from dataclasses import dataclass
+import errno
+import gzip
+import hashlib
+import os
+from pathlib import Path
+import re
+import tarfile
+from typing import IO, Final, cast
+
+from .errors import (
+    BackupNotFoundError,
+    BackupOffloadError,
+    CorruptBackupError,
+    InsufficientSpaceError,
+    InvalidBackupError,
+    LocationUnavailableError,
+    UnsafeArchiveError,
+    WriteFailedError,
+    WrongPasswordError,
+)
+from .excludes import ARCHIVE_ROOT
+from .metadata import (
+    BACKUP_JSON,
+    INNER_NAME,
+    SIDECAR_SUFFIX,
+    BackupInfo,
+    is_inner_archive,
+    member_name,
+    parse_backup_json,
+)
+from .safety import SafetyCheck
+from .securetar_compat import (
+    DATA_ERRORS,
+    GZIP_MAGIC,
+    Prefixed,
+    Readable,
+    decrypted,
+    read_head,
+)
+
+CHUNK: Final = 1 << 20
+_MAX_JSON_BYTES: Final = 1 << 20
+_SIDECAR_LINE = re.compile(rb"\s*([0-9a-fA-F]{64})[ \t]")
+
+# Gets each inner archive's name and its tar (a stream) to read to the end.
+Consumer = Callable[[str, tarfile.TarFile], None]
+# Gets (inner archive name, inner tar, member) for each member.
+Visitor = Callable[[str, tarfile.TarFile, tarfile.TarInfo], None]
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyResult:
+    """What a verification read."""
+
+    members: int
+    """Members of all inner archives."""
+    bytes: int
+    """File data read from them (uncompressed, decrypted)."""
+    checksum: bool | None
+    """True when the sidecar matched, None when there is none."""
+
+
+class _StorageError(Exception):
+    """Reading the archive file itself failed (not its contents)."""
+
+    def __init__(self, err: OSError) -> None:
+        super().__init__(str(err))
+        self.os_error = err
+
+
+class _Source:
+    """The archive file as a stream: counts, hashes, and wraps OSErrors."""
+
+    def __init__(self, raw: IO[bytes], hashing: bool) -> None:
+        self._raw = raw
+        self._sha = hashlib.sha256() if hashing else None
+
+    def read(self, size: int = -1, /) -> bytes:
+        try:
+            data = self._raw.read(size)
+        except OSError as err:
+            raise _StorageError(err) from err
+        if self._sha is not None:
+            self._sha.update(data)
+        return data
+
+    def hexdigest(self) -> str:
+        """Return the SHA-256 of the whole file, reading what is left."""
+        _drain(self)
+        return self._sha.hexdigest() if self._sha is not None else ""
+
+
+def _drain(stream: Readable) -> None:
+    while stream.read(CHUNK):
+        pass
+
+
+def _read_sidecar(path: Path) -> str | None:
+    """Return the digest in ``<file>.sha256``, None when there is none."""
+    sidecar = path.with_name(path.name + SIDECAR_SUFFIX)
+    try:
+        with sidecar.open("rb") as file:
+            text = file.read(4096)
+    except FileNotFoundError:
+        return None
+    except OSError as err:
+        raise _StorageError(err) from err
+    match = _SIDECAR_LINE.match(text)
+    if match is None:
+        raise CorruptBackupError(
+            f"{sidecar.name} is not in sha256sum format", file=path.name
+        )
+    return match.group(1).decode().lower()
+
+
+@dataclass(slots=True)
+class _Pass:
+    """One front-to-back read of an archive."""
+
+    file: str
+    size: int
+    password: str | None
+    consume: Consumer
+    wanted: Callable[[str], bool]
+    info: BackupInfo | None = None
+    inner_seen: bool = False
+
+    def _open(self, source: Readable) -> tarfile.TarFile:
+        try:
+            return tarfile.open(fileobj=source, mode="r|")  # type: ignore[call-overload,no-any-return]
+        except DATA_ERRORS as err:
+            raise InvalidBackupError(f"{self.file} is not a tar archive") from err
+
+    def run(self, source: Readable) -> BackupInfo:
+        with self._open(source) as outer:
+            while (member := self._next(outer)) is not None:
+                self._member(outer, member)
+        if self.info is None:
+            raise InvalidBackupError(f"{self.file} has no backup.json", file=self.file)
+        if self.info.homeassistant_version is not None and not self.inner_seen:
+            raise CorruptBackupError(f"{self.file} has no {INNER_NAME}(.gz)")
+        return self.info
+
+    def _next(self, outer: tarfile.TarFile) -> tarfile.TarInfo | None:
+        try:
+            member = outer.next()
+        except DATA_ERRORS as err:
+            raise CorruptBackupError(f"{self.file} is damaged: {err}") from err
+        if member is not None and member.offset_data + member.size > self.size:
+            raise CorruptBackupError(f"{self.file} is truncated", file=self.file)
+        return member
+
+    def _member(self, outer: tarfile.TarFile, member: tarfile.TarInfo) -> None:
+        name = member_name(member.name)
+        stream = outer.extractfile(member) if member.isfile() else None
+        if stream is None:
+            return
+        if name == BACKUP_JSON and self.info is None:
+            # Cannot come short: _next checked that the data is in the file.
+            raw = stream.read(_MAX_JSON_BYTES + 1)
+            if len(raw) > _MAX_JSON_BYTES:
+                raise InvalidBackupError(f"{self.file}: backup.json is too large")
+            self.info = parse_backup_json(raw, file=self.file, size=self.size)
+        elif is_inner_archive(name) and self.wanted(name):
+            self.inner_seen |= name.startswith(INNER_NAME)
+            self._inner(name, stream, member.size)
+
+    def _inner(self, name: str, stream: Readable, size: int) -> None:
+        protected = self.info.protected if self.info is not None else False
+        try:
+            with (
+                decrypted(
+                    stream, size=size, password=self.password, protected=protected
+                ) as plain,
+                _open_tar(plain) as (tar, rest),
+            ):
+                self.consume(name, tar)
+                # Read to the end: gzip checks its CRC there, v3 its last tag.
+                _drain(rest)
+        except tarfile.FilterError:
+            raise  # the target is unsafe (extraction), not the archive damaged
+        except DATA_ERRORS as err:
+            raise CorruptBackupError(
+                f"{self.file}: {name} is damaged: {err}", file=self.file
+            ) from err
+
+
+@contextmanager
+def _open_tar(plain: Readable) -> Iterator[tuple[tarfile.TarFile, Readable]]:
+    """Open a (gzip-compressed or plain) tar stream; yield it and its source."""
+    head = read_head(plain, len(GZIP_MAGIC))
+    data: Readable = Prefixed(head, plain)
+    if head == GZIP_MAGIC:
+        # GzipFile only seeks when asked to rewind, which tarfile's stream
+        # mode never does.
+        data = gzip.GzipFile(fileobj=cast("IO[bytes]", data), mode="rb")
+    with tarfile.open(fileobj=data, mode="r|") as tar:  # type: ignore[call-overload]
+        yield tar, data
+
+
+def each_member(visit: Visitor) -> Consumer:
+    """Return a consumer that calls ``visit`` for every member."""
+
+    def consume(name: str, tar: tarfile.TarFile) -> None:
+        for member in tar:
+            visit(name, tar, member)
+
+    return consume
+
+
+def _read(
+    path: Path,
+    password: str | None,
+    consume: Consumer,
+    *,
+    wanted: Callable[[str], bool],
+    checksum: bool = True,
+) -> tuple[BackupInfo, bool | None]:
+    """Read the whole archive once; return its info and the checksum result.
+
+    Maps every failure to a typed error. A wrong-password error from an
+    unauthenticated format is turned into CorruptBackupError when the sidecar
+    shows that the file is damaged.
+    """
+    try:
+        expected = _read_sidecar(path) if checksum else None
+        with path.open("rb", buffering=CHUNK) as raw:
+            size = os.fstat(raw.fileno()).st_size
+            source = _Source(raw, hashing=expected is not None)
+            one_pass = _Pass(path.name, size, password, consume, wanted)
+            try:
+                info = one_pass.run(source)
+            except WrongPasswordError as err:
+                if expected is not None and source.hexdigest() != expected:
+                    raise _mismatch(path) from err
+                raise
+            if expected is not None and source.hexdigest() != expected:
+                raise _mismatch(path)
+    except FileNotFoundError as err:
+        raise BackupNotFoundError(
+            f"{path.name} does not exist", file=path.name
+        ) from err
+    except _StorageError as err:
+        raise _unreachable(path, err.os_error) from err
+    except OSError as err:
+        raise _unreachable(path, err) from err
+    return info, None if expected is None else True
+
+
+def _mismatch(path: Path) -> CorruptBackupError:
+    return CorruptBackupError(
+        f"{path.name} does not match its checksum file: it is damaged",
+        file=path.name,
+    )
+
+
+def _unreachable(path: Path, err: OSError) -> LocationUnavailableError:
+    return LocationUnavailableError(
+        f"Reading {path.name} failed: {err}",
+        location_reason="unreachable",
+        file=path.name,
+    )
+
+
+def _read_member_data(tar: tarfile.TarFile, member: tarfile.TarInfo) -> int:
+    """Read a member's data to the end; return its size."""
+    stream = tar.extractfile(member) if member.isfile() else None
+    total = 0
+    if stream is not None:
+        while chunk := stream.read(CHUNK):
+            total += len(chunk)
+    return total
+
+
+def _is_homeassistant(name: str) -> bool:
+    return name.startswith(INNER_NAME)
+
+
+def verify_backup(path: Path, password: str | None) -> VerifyResult:
+    """Read the whole archive: decrypt, decompress, every member, checksum.
+
+    Raises WrongPasswordError (distinct from damage), CorruptBackupError,
+    InvalidBackupError, UnsupportedFormatError, UnsafeArchiveError (the Home
+    Assistant archive could not be extracted safely), BackupNotFoundError or
+    LocationUnavailableError.
+    """
+    members = 0
+    data = 0
+    check = SafetyCheck(ARCHIVE_ROOT)
+
+    def visit(name: str, tar: tarfile.TarFile, member: tarfile.TarInfo) -> None:
+        nonlocal members, data
+        members += 1
+        if _is_homeassistant(name):
+            check.add(member)
+        data += _read_member_data(tar, member)
+
+    _, checksum = _read(path, password, each_member(visit), wanted=lambda name: True)
+    check.finish()
+    return VerifyResult(members=members, bytes=data, checksum=checksum)
+
+
+# --- extract ------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Selection:
+    """The members to extract, decided in the first pass."""
+
+    check: SafetyCheck
+    select: Callable[[str], bool] | None
+    order: dict[str, int]
+    """Member name -> position, for every member under ``data/``."""
+    by_rel: dict[str, str]
+    """Target-relative path -> member name (the last one wins, as on disk)."""
+    chosen: dict[str, str]
+    """Member name -> path relative to the target."""
+
+    def visit(self, name: str, tar: tarfile.TarFile, member: tarfile.TarInfo) -> None:
+        self.check.add(member)
+        _read_member_data(tar, member)
+        rel = self.check.mapped(member.name)
+        if not rel:
+            return
+        self.order[member.name] = len(self.order)
+        self.by_rel[rel] = member.name
+        if self.select is None or self.select(rel):
+            self.chosen[member.name] = rel
+
+    def close_hardlinks(self) -> None:
+        """Also extract the files that chosen hard links point to."""
+        for rel in list(self.chosen.values()):
+            target = self.check.hardlink_target(rel)
+            if target is not None:  # present: SafetyCheck.finish checked that
+                self.chosen.setdefault(self.by_rel[target], target)
+        self.chosen = dict(
+            sorted(self.chosen.items(), key=lambda item: self.order[item[0]])
+        )
+
+
+class _Created:
+    """What an extraction created, to remove it again if it fails."""
+
+    def __init__(self, target: Path) -> None:
+        self._target = target
+        self._paths: list[Path] = []
+        self._seen: set[Path] = set()
+
+    def note(self, rel: str) -> None:
+        """Remember ``rel`` and its parents that do not exist yet."""
+        path = self._target / rel
+        missing = []
+        while path != self._target and path not in self._seen:
+            if os.path.lexists(path):
+                break
+            missing.append(path)
+            path = path.parent
+        for new in reversed(missing):
+            self._seen.add(new)
+            self._paths.append(new)
+
+    def undo(self) -> None:
+        """Remove what was created, deepest first (best effort)."""
+        for path in reversed(self._paths):
+            # A directory that is not empty now is left (not ours alone).
+            with contextlib.suppress(OSError):
+                if path.is_dir() and not path.is_symlink():
+                    path.rmdir()
+                else:
+                    path.unlink(missing_ok=True)
+
+
+class _TargetError(Exception):
+    """Writing into the target failed."""
+
+    def __init__(self, err: OSError) -> None:
+        super().__init__(str(err))
+        self.os_error = err
+
+
+def extract_backup(
+    path: Path,
+    target: Path,
+    password: str | None,
+    select: Callable[[str], bool] | None = None,
+) -> list[str]:
+    """Extract the config directory of a backup into ``target``.
+
+    Only members under ``data/`` are extracted, without that prefix;
+    ``select(relative path)`` picks members (default: all); a chosen hard link
+    brings the file it links to. The whole archive is read and every member
+    checked before anything is written: one unsafe member (absolute path,
+    ``..``, a link leading out of the target, a device node or FIFO) refuses
+    the whole archive. Then tarfile's ``data`` filter extracts as a second
+    line of defence; if that pass fails, what it created is removed again.
+    Returns the extracted relative paths in archive order. Raises what
+    ``verify_backup`` raises, and InsufficientSpaceError or WriteFailedError
+    when writing into ``target`` fails.
+    """
+    selection = _Selection(SafetyCheck(ARCHIVE_ROOT), select, {}, {}, {})
+    _read(path, password, each_member(selection.visit), wanted=_is_homeassistant)
+    selection.check.finish()
+    selection.close_hardlinks()
+    if selection.chosen:
+        _extract(path, target, password, selection)
+    return list(dict.fromkeys(selection.chosen.values()))
+
+
+def _extract(
+    path: Path, target: Path, password: str | None, selection: _Selection
+) -> None:
+    """Second pass: write the chosen members into ``target``."""
+    created = _Created(target)
+    chosen = selection.chosen
+
+    def remap(member: tarfile.TarInfo, dest: str) -> tarfile.TarInfo | None:
+        rel = chosen[member.name]
+        linkname = member.linkname
+        if member.islnk():
+            linkname = selection.check.mapped(member.linkname) or linkname
+        mapped = member.replace(name=rel, linkname=linkname, deep=False)
+        filtered = tarfile.data_filter(mapped, dest)
+        created.note(rel)
+        return filtered
+
+    def consume(name: str, tar: tarfile.TarFile) -> None:
+        tar.errorlevel = 2  # every extraction problem raises
+        members = (member for member in tar if member.name in chosen)
+        try:
+            # Safe: every member was checked in the first pass, and remap ends
+            # in tarfile's data filter.
+            tar.extractall(target, members=members, filter=remap)  # noqa: S202
+        except OSError as err:
+            raise _TargetError(err) from err
+
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+        _read(path, password, consume, wanted=_is_homeassistant, checksum=False)
+    except BaseException as err:
+        created.undo()
+        if isinstance(err, tarfile.FilterError):
+            raise UnsafeArchiveError(f"Refused while extracting: {err}") from err
+        if isinstance(err, _TargetError):
+            raise _extract_failure(target, err.os_error) from err
+        if isinstance(err, OSError):
+            raise _extract_failure(target, err) from err
+        raise
+
+
+def _extract_failure(target: Path, err: OSError) -> BackupOffloadError:
+    code = errno.errorcode.get(err.errno or 0, "unknown error")
+    if err.errno in (errno.ENOSPC, errno.EDQUOT):
+        return InsufficientSpaceError(
+            f"Not enough space in {target}: {code} ({err.strerror})", errno=code
+        )
+    return WriteFailedError(
+        f"Extracting into {target} failed: {code} ({err.strerror or err})", errno=code
+    )

@@ -1,0 +1,466 @@
+"""Probe and maintain a backup location (synchronous core).
+
+Every function here does blocking file-system I/O and is meant to run in one
+executor job per logical operation (DESIGN.md, principles 1 and 2). Nothing
+here imports Home Assistant.
+
+A location is a directory, usually a network share or a second disk mounted
+into the machine. The dangerous case is a share that is *not* mounted: its
+mount point is then an ordinary empty directory on the local disk, and a
+backup written there fills the SD card instead of the NAS. ``probe`` detects
+that, and the other cases that make a location unusable, with a typed reason.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+import errno
+import os
+from pathlib import Path
+import re
+import secrets
+import stat
+import time
+
+from .errors import (
+    BackupNotFoundError,
+    BackupOffloadError,
+    InsufficientSpaceError,
+    LocationUnavailableError,
+)
+
+# Free space kept in reserve on top of the caller's estimate: the sidecar,
+# file-system metadata and block rounding, and an estimate that is a bit low.
+SPACE_MARGIN_BYTES = 16 * 1024 * 1024
+
+# Hidden name of the write-test file. One is left behind only if the process
+# dies between create and unlink; ``cleanup_temporary`` with this prefix
+# removes it.
+PROBE_PREFIX = ".backup_offload_probe."
+
+BACKUP_SUFFIX = ".tar"
+SIDECAR_SUFFIX = ".sha256"
+
+# Where the kernel lists the mount points of this process's mount namespace.
+MOUNTINFO = "/proc/self/mountinfo"
+
+# Reasons ``validate_location`` reports; they are the config flow's error keys.
+CONFIG_REASONS = (
+    "not_absolute",
+    "not_found",
+    "not_a_directory",
+    "not_writable",
+    "not_a_mount",
+    "inside_config",
+    "unknown",
+)
+
+# Write errors that mean "this location does not accept writes".
+_NOT_WRITABLE_ERRNOS = frozenset({errno.EROFS, errno.EACCES, errno.EPERM})
+
+_MOUNTINFO_ESCAPE = re.compile(rb"\\([0-7]{3})")
+
+
+class LocationConfigError(BackupOffloadError):
+    """A path entered in the config flow cannot be used as a location.
+
+    ``reason`` is one of ``CONFIG_REASONS`` and is set per instance.
+    """
+
+    def __init__(self, message: str, reason: str, **placeholders: str) -> None:
+        """Store the message and the config flow error key."""
+        super().__init__(message, **placeholders)
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LocationStatus:
+    """What one probe found out about a location."""
+
+    path: str
+    """The real path that was probed (symlinks resolved)."""
+    mounted: bool
+    """The path is a mount point (its own file system or a bind mount)."""
+    writable: bool | None
+    """True: the write test passed; False: read-only; None: not tested."""
+    free_bytes: int
+    """Bytes available to this process (not counting root's reserve)."""
+    total_bytes: int
+
+
+def _errno_name(err: OSError) -> str:
+    """Return the symbolic errno name (``ENOTCONN``), or the number."""
+    if err.errno is None:
+        return "unknown error"
+    return errno.errorcode.get(err.errno, str(err.errno))
+
+
+def _describe(path: str, err: OSError) -> str:
+    """Return a one-line message that names the errno, for logs and the UI."""
+    return f"{path}: {err.strerror or err} ({_errno_name(err)})"
+
+
+def _unavailable(path: str, err: OSError, *, writing: bool) -> BackupOffloadError:
+    """Translate an ``OSError`` on a location into the matching typed error."""
+    if err.errno == errno.ENOSPC:
+        return InsufficientSpaceError(_describe(path, err), path=path)
+    if err.errno in (errno.ENOENT, errno.ENOTDIR):
+        reason = "not_found"
+    elif writing and err.errno in _NOT_WRITABLE_ERRNOS:
+        reason = "not_writable"
+    else:
+        # ENOTCONN, EIO, ESTALE, EHOSTDOWN, ETIMEDOUT, ... and EACCES on a
+        # read: the share (or the way to it) is broken, not the path itself.
+        reason = "unreachable"
+    return LocationUnavailableError(_describe(path, err), reason, path=path)
+
+
+def _unescape_mountinfo(field: bytes) -> bytes:
+    r"""Undo the octal escapes (``\040`` for a space, ...) of mountinfo fields."""
+    return _MOUNTINFO_ESCAPE.sub(lambda m: bytes([int(m.group(1), 8)]), field)
+
+
+def _listed_mount_points() -> frozenset[bytes] | None:
+    """Return the mount points of this mount namespace, or None if unknown.
+
+    Bytes, because a mount point is not necessarily valid UTF-8.
+    """
+    try:
+        content = Path(MOUNTINFO).read_bytes()
+    except OSError:
+        # No /proc (unusual chroot): fall back to the device comparison alone.
+        return None
+    points: set[bytes] = set()
+    for line in content.splitlines():
+        fields = line.split(b" ")
+        if len(fields) > 4:
+            points.add(_unescape_mountinfo(fields[4]))
+    return frozenset(points)
+
+
+def _is_mount_point(real_path: str, path_stat: os.stat_result) -> bool:
+    """Return True when ``real_path`` (no symlinks) is a mount point.
+
+    Like the Supervisor: a mount point has another device than its parent,
+    or the parent's inode when it is ``/``. That misses a bind mount of a
+    directory of the same file system, which only the mount table shows.
+    """
+    parent = Path(real_path, os.pardir).stat()
+    if path_stat.st_dev != parent.st_dev or path_stat.st_ino == parent.st_ino:
+        return True
+    listed = _listed_mount_points()
+    return listed is not None and os.fsencode(real_path) in listed
+
+
+@contextmanager
+def _open_directory(path: str) -> Iterator[int]:
+    """Open a directory so that later calls work relative to that very directory.
+
+    Using the descriptor (``dir_fd``) means a share that is remounted or
+    swapped in the middle of an operation cannot redirect it elsewhere.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        yield fd
+    finally:
+        os.close(fd)
+
+
+def _write_test(path: str) -> None:
+    """Create, write, fsync and remove a hidden file; raise ``OSError`` if not.
+
+    A real write is the only reliable test: permissions, ACLs, root squash on
+    NFS, a read-only export or a full disk all show up only when writing.
+    The file is removed whatever happens.
+    """
+    name = f"{PROBE_PREFIX}{os.getpid()}.{secrets.token_hex(4)}"
+    with _open_directory(path) as dir_fd:
+        fd = os.open(
+            name,
+            os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC,
+            0o600,
+            dir_fd=dir_fd,
+        )
+        try:
+            try:
+                os.write(fd, b"backup_offload write test\n")
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        finally:
+            with suppress(FileNotFoundError):
+                os.unlink(name, dir_fd=dir_fd)
+
+
+def _check_not_on_config_device(
+    shown: str, path_stat: os.stat_result, config_dir: str
+) -> None:
+    """Raise ``not_a_mount`` when the location shares the config's file system."""
+    try:
+        config_dev = Path(config_dir).stat().st_dev
+    except OSError as err:
+        # Not a problem of the location: no location reason fits.
+        raise BackupOffloadError(_describe(config_dir, err)) from err
+    if path_stat.st_dev == config_dev:
+        raise LocationUnavailableError(
+            f"{shown}: on the same file system as the configuration directory"
+            f" {config_dir}, so the share is not mounted (on a Docker host,"
+            " check the host's mount); turn off 'require mount' to use a"
+            " local directory",
+            "not_a_mount",
+            path=shown,
+        )
+
+
+def probe(
+    path: str | Path,
+    *,
+    require_mount: bool,
+    for_write: bool = False,
+    needed_bytes: int = 0,
+    config_dir: str | Path | None = None,
+) -> LocationStatus:
+    """Check that a location can be used now, and return its status.
+
+    Raises ``LocationUnavailableError`` (``location_reason``: ``not_found``,
+    ``not_a_directory``, ``not_a_mount``, ``not_writable``, ``unreachable``)
+    or ``InsufficientSpaceError`` when ``needed_bytes`` (plus
+    ``SPACE_MARGIN_BYTES``) do not fit. Nothing is left behind in the location.
+
+    With ``require_mount`` and ``config_dir``, a location on the same file
+    system as the configuration directory is ``not_a_mount`` too: that is
+    how a share that is not mounted on a Docker host looks from inside the
+    container (a bind mount of the host's bare mount point directory).
+    """
+    shown = os.fspath(path)
+    if not Path(shown).is_absolute():
+        # The caller's bug, not the location's state: "" would probe the cwd.
+        raise ValueError(f"location path must be absolute: {shown!r}")
+    try:
+        path_stat = Path(shown).stat()
+    except OSError as err:
+        raise _unavailable(shown, err, writing=False) from err
+    if not stat.S_ISDIR(path_stat.st_mode):
+        raise LocationUnavailableError(
+            f"{shown}: not a directory", "not_a_directory", path=shown
+        )
+    real = os.path.realpath(shown)
+    try:
+        # statvfs asks the file system itself: a stale or cached mount fails
+        # (or hangs, which the caller's timeout handles) here, where stat may
+        # still answer from the cache.
+        vfs = os.statvfs(real)
+        mounted = _is_mount_point(real, path_stat)
+    except OSError as err:
+        raise _unavailable(shown, err, writing=False) from err
+    if require_mount and not mounted:
+        raise LocationUnavailableError(
+            f"{shown}: not a mount point (is the share mounted?)",
+            "not_a_mount",
+            path=shown,
+        )
+    if require_mount and config_dir is not None:
+        _check_not_on_config_device(shown, path_stat, os.fspath(config_dir))
+
+    writable: bool | None = False if vfs.f_flag & os.ST_RDONLY else None
+    if for_write:
+        if writable is False:
+            raise LocationUnavailableError(
+                f"{shown}: mounted read-only", "not_writable", path=shown
+            )
+        try:
+            _write_test(real)
+        except OSError as err:
+            raise _unavailable(shown, err, writing=True) from err
+        writable = True
+
+    free_bytes = vfs.f_bavail * vfs.f_frsize
+    total_bytes = vfs.f_blocks * vfs.f_frsize
+    if needed_bytes > 0 and free_bytes < needed_bytes + SPACE_MARGIN_BYTES:
+        raise InsufficientSpaceError(
+            f"{shown}: {free_bytes} bytes free, {needed_bytes} needed"
+            f" plus {SPACE_MARGIN_BYTES} in reserve",
+            path=shown,
+            free=str(free_bytes),
+            needed=str(needed_bytes),
+        )
+    return LocationStatus(
+        path=real,
+        mounted=mounted,
+        writable=writable,
+        free_bytes=free_bytes,
+        total_bytes=total_bytes,
+    )
+
+
+def _contains(outer: str, inner: str) -> bool:
+    """Return True when real path ``inner`` is ``outer`` or below it."""
+    return os.path.commonpath((outer, inner)) == outer
+
+
+def validate_location(path: str, *, require_mount: bool, config_dir: str) -> str:
+    """Validate a path for the config flow; return its resolved real path.
+
+    Raises ``LocationConfigError`` whose ``reason`` is a config flow error key
+    (``CONFIG_REASONS``). One executor job does all the checks.
+    """
+    if not path or not Path(path).is_absolute():
+        raise LocationConfigError(f"{path!r} is not an absolute path", "not_absolute")
+    try:
+        path_stat = Path(path).stat()
+    except FileNotFoundError as err:
+        raise LocationConfigError(f"{path}: not found", "not_found") from err
+    except NotADirectoryError as err:
+        raise LocationConfigError(f"{path}: not found", "not_found") from err
+    except OSError as err:
+        raise LocationConfigError(_describe(path, err), "unknown") from err
+    if not stat.S_ISDIR(path_stat.st_mode):
+        raise LocationConfigError(f"{path}: not a directory", "not_a_directory")
+
+    real = os.path.realpath(path)
+    config_real = os.path.realpath(config_dir)
+    # Inside: the backup would back itself up. Containing: the location's
+    # listing and retention would walk the config directory.
+    if _contains(config_real, real) or _contains(real, config_real):
+        raise LocationConfigError(
+            f"{real} is inside the configuration directory {config_real}"
+            " or contains it",
+            "inside_config",
+        )
+    try:
+        probe(
+            real,
+            require_mount=require_mount,
+            for_write=True,
+            config_dir=config_real,
+        )
+    except LocationUnavailableError as err:
+        reason = err.location_reason
+        if reason not in CONFIG_REASONS:
+            reason = "unknown"
+        raise LocationConfigError(str(err), reason) from err
+    except BackupOffloadError as err:
+        # A full disk during the write test: usable later, but not now.
+        raise LocationConfigError(str(err), "unknown") from err
+    return real
+
+
+def is_backup_filename(name: str) -> bool:
+    """Return True for a plain, visible ``*.tar`` name without a directory part."""
+    return (
+        len(name) > len(BACKUP_SUFFIX)
+        and name.endswith(BACKUP_SUFFIX)
+        and not name.startswith(".")
+        and "/" not in name
+        and "\0" not in name
+        and (os.altsep is None or os.altsep not in name)
+    )
+
+
+def _lstat_at(name: str, dir_fd: int) -> os.stat_result | None:
+    """Return the lstat of ``name`` in the directory, or None when missing."""
+    try:
+        return os.lstat(name, dir_fd=dir_fd)
+    except FileNotFoundError:
+        return None
+
+
+def delete_backup(
+    location: str | Path, filename: str, *, require_mount: bool | None = None
+) -> list[str]:
+    """Delete a backup archive and its ``.sha256`` sidecar; return removed names.
+
+    Only a regular ``*.tar`` file directly in the location is deleted (no
+    path separators, no hidden name, no symlink, no directory); anything
+    else raises ``BackupNotFoundError`` and nothing is touched. With
+    ``require_mount`` set, the location is probed first in the same job.
+    """
+    loc = os.fspath(location)
+    if not is_backup_filename(filename):
+        raise BackupNotFoundError(
+            f"{filename!r} is not a backup file name", file=filename
+        )
+    if require_mount is not None:
+        probe(loc, require_mount=require_mount)
+    removed: list[str] = []
+    try:
+        with _open_directory(loc) as dir_fd:
+            archive = _lstat_at(filename, dir_fd)
+            if archive is None or not stat.S_ISREG(archive.st_mode):
+                what = "not found" if archive is None else "not a regular file"
+                raise BackupNotFoundError(
+                    f"{Path(loc, filename)}: {what}", file=filename
+                )
+            os.unlink(filename, dir_fd=dir_fd)
+            removed.append(filename)
+            # The archive goes first: a crash in between leaves an orphan
+            # checksum (ignored by listings), never a backup without its
+            # checksum that looks complete.
+            sidecar = filename + SIDECAR_SUFFIX
+            sidecar_stat = _lstat_at(sidecar, dir_fd)
+            if sidecar_stat is not None and stat.S_ISREG(sidecar_stat.st_mode):
+                os.unlink(sidecar, dir_fd=dir_fd)
+                removed.append(sidecar)
+    except OSError as err:
+        raise _unavailable(loc, err, writing=True) from err
+    return removed
+
+
+def cleanup_temporary(
+    location: str | Path,
+    *,
+    prefix: str,
+    older_than: float = 3600.0,
+    now: float | None = None,
+) -> list[str]:
+    """Remove stale temporary files a crash left in the location root.
+
+    Removes only regular files whose name starts with ``prefix`` (the archive
+    writer's temporary prefix, or ``PROBE_PREFIX``) and whose modification
+    time is more than ``older_than`` seconds before ``now``. A file still
+    being written keeps a fresh mtime, so another Home Assistant instance
+    writing to the same share is left alone. Returns the removed names.
+    """
+    if not prefix or "/" in prefix:
+        raise ValueError(f"invalid temporary file prefix {prefix!r}")
+    loc = os.fspath(location)
+    deadline = (time.time() if now is None else now) - older_than
+    removed: list[str] = []
+    try:
+        with _open_directory(loc) as dir_fd, os.scandir(dir_fd) as entries:
+            for entry in entries:
+                if not entry.name.startswith(prefix):
+                    continue
+                try:
+                    info = entry.stat(follow_symlinks=False)
+                    if not stat.S_ISREG(info.st_mode) or info.st_mtime >= deadline:
+                        continue
+                    os.unlink(entry.name, dir_fd=dir_fd)
+                except FileNotFoundError:
+                    continue  # Removed meanwhile by someone else: fine.
+                removed.append(entry.name)
+    except OSError as err:
+        raise _unavailable(loc, err, writing=True) from err
+    return sorted(removed)
+
+
+def used_bytes(location: str | Path) -> int:
+    """Return the total size of the backup files (``*.tar``) in the root."""
+    loc = os.fspath(location)
+    total = 0
+    try:
+        with os.scandir(loc) as entries:
+            for entry in entries:
+                if not is_backup_filename(entry.name):
+                    continue
+                try:
+                    info = entry.stat(follow_symlinks=False)
+                except FileNotFoundError:
+                    continue
+                if stat.S_ISREG(info.st_mode):
+                    total += info.st_size
+    except OSError as err:
+        raise _unavailable(loc, err, writing=False) from err
+    return total

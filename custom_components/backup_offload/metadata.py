@@ -1,0 +1,260 @@
+"""Backup metadata: ``backup.json``, file names, and reading one archive's info.
+
+``backup.json`` is what Home Assistant and the Supervisor read to list a
+backup; its fields follow Home Assistant's core writer. Reading it costs a
+few small reads at the start of the archive, never the whole file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+import json
+import os
+from pathlib import Path, PurePosixPath, PureWindowsPath
+import re
+import tarfile
+from typing import IO, Any, Final, cast
+
+from .errors import (
+    BackupNotFoundError,
+    CorruptBackupError,
+    InvalidBackupError,
+    LocationUnavailableError,
+)
+
+BACKUP_JSON: Final = "backup.json"
+BACKUP_JSON_MEMBER: Final = "./backup.json"  # the name Home Assistant writes
+INNER_NAME: Final = "homeassistant.tar"
+INNER_SUFFIXES: Final = (".tar", ".tar.gz", ".tgz")
+EXTRA_KEY: Final = "backup_offload"
+"""Key of this integration's block in ``extra``; its presence marks our backups."""
+EXTRA_VERSION: Final = 1
+SIDECAR_SUFFIX: Final = ".sha256"
+
+# A backup.json is a few hundred bytes; refuse to load a huge one into memory.
+_MAX_JSON_BYTES = 1 << 20
+# Headers to look at before giving up on finding backup.json.
+_MAX_MEMBERS = 64
+_UNSAFE_NAME = re.compile(r"[^\w.-]+")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BackupInfo:
+    """What a listing shows of one backup archive."""
+
+    backup_id: str
+    name: str
+    date: str
+    """ISO 8601 with time zone (a zone-less date in a foreign backup is UTC)."""
+    size: int
+    protected: bool
+    compressed: bool
+    database_included: bool
+    homeassistant_version: str | None
+    file: str
+    """File name in the location root."""
+    instance_id: str | None
+    """``extra.instance_id``: the Home Assistant instance that made it."""
+    made_by_us: bool
+    """``extra`` carries this integration's block."""
+    extra: dict[str, Any] = field(default_factory=dict)
+    """The whole ``extra`` block of ``backup.json``."""
+
+    def is_own(self, instance_id: str) -> bool:
+        """Return whether this integration made it on that instance."""
+        return self.made_by_us and self.instance_id == instance_id
+
+
+def member_name(name: str) -> str:
+    """Return a tar member name without a leading ``./`` (as tools vary)."""
+    return PurePosixPath(name).as_posix() if name not in ("", ".") else "."
+
+
+def is_inner_archive(name: str) -> bool:
+    """Return whether an outer member is an inner (secure)tar archive."""
+    return member_name(name).endswith(INNER_SUFFIXES)
+
+
+def clean_name(name: str) -> str:
+    """Return a backup name Home Assistant accepts.
+
+    Home Assistant 2026 refuses names that look like a path (it derives file
+    names from them), so separators and drive colons become ``-``.
+    """
+    text = " ".join(name.split()).replace("/", "-").replace("\\", "-")
+    if PureWindowsPath(text).name != text:
+        text = text.replace(":", "-")
+    if text in ("", ".", ".."):
+        return "Backup"
+    return text
+
+
+def file_name(name: str, date: datetime, backup_id: str) -> str:
+    """Return a readable archive name: name, local date and time, backup id."""
+    slug = _UNSAFE_NAME.sub("_", name).strip("._-")[:64].strip("._-") or "backup"
+    safe_id = _UNSAFE_NAME.sub("_", backup_id).strip(".") or "id"
+    return f"{slug}_{date:%Y-%m-%d_%H.%M}_{safe_id}.tar"
+
+
+def backup_json(
+    *,
+    backup_id: str,
+    name: str,
+    date: datetime,
+    compressed: bool,
+    protected: bool,
+    homeassistant_version: str,
+    include_database: bool,
+    extra: Mapping[str, Any],
+) -> bytes:
+    """Return ``backup.json`` as Home Assistant's core writer lays it out."""
+    data = {
+        "compressed": compressed,
+        "date": date.isoformat(),
+        "extra": dict(extra),
+        "folders": [],
+        "addons": [],
+        "homeassistant": {
+            "exclude_database": not include_database,
+            "version": homeassistant_version,
+        },
+        "name": name,
+        "protected": protected,
+        "slug": backup_id,
+        "type": "partial",
+        "version": 2,
+    }
+    return json.dumps(data, ensure_ascii=False, indent=2).encode()
+
+
+def parse_date(text: str) -> datetime:
+    """Parse an ISO 8601 date; one without a zone is taken as UTC."""
+    date = datetime.fromisoformat(text)
+    return date if date.tzinfo is not None else date.replace(tzinfo=UTC)
+
+
+def _require(data: Mapping[str, Any], key: str, kind: type) -> Any:
+    value = data.get(key)
+    if not isinstance(value, kind) or (kind is str and not value):
+        raise InvalidBackupError(
+            f"backup.json: '{key}' is missing or not a {kind.__name__}", field=key
+        )
+    return value
+
+
+def parse_backup_json(raw: bytes, *, file: str, size: int) -> BackupInfo:
+    """Return the info in ``backup.json``; InvalidBackupError when unusable."""
+    try:
+        data = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise InvalidBackupError(f"backup.json is not valid JSON: {err}") from err
+    if not isinstance(data, dict):
+        raise InvalidBackupError("backup.json is not a JSON object")
+    backup_id = _require(data, "slug", str)
+    name = _require(data, "name", str)
+    extra = data.get("extra") or {}
+    if not isinstance(extra, dict):
+        raise InvalidBackupError("backup.json: 'extra' is not an object", field="extra")
+    # Home Assistant lists Supervisor backups by their request date.
+    date_text = extra.get("supervisor.backup_request_date", _require(data, "date", str))
+    try:
+        date = parse_date(str(date_text))
+    except ValueError as err:
+        raise InvalidBackupError(
+            f"backup.json: 'date' is not an ISO 8601 date: {date_text!r}", field="date"
+        ) from err
+    homeassistant = data.get("homeassistant")
+    version: str | None = None
+    database_included = False
+    if isinstance(homeassistant, dict) and "version" in homeassistant:
+        version = str(homeassistant["version"])
+        database_included = not homeassistant.get("exclude_database", False)
+    instance_id = extra.get("instance_id")
+    return BackupInfo(
+        backup_id=backup_id,
+        name=name,
+        date=date.isoformat(),
+        size=size,
+        protected=bool(data.get("protected", False)),
+        compressed=bool(data.get("compressed", True)),
+        database_included=database_included,
+        homeassistant_version=version,
+        file=file,
+        instance_id=instance_id if isinstance(instance_id, str) else None,
+        made_by_us=isinstance(extra.get(EXTRA_KEY), dict),
+        extra=extra,
+    )
+
+
+def read_backup_info(path: Path) -> BackupInfo:
+    """Read the metadata of one archive without reading the whole file.
+
+    Opens the outer tar, reads ``./backup.json`` (Home Assistant writes it
+    first) and the few other member headers, and checks that every member's
+    data fits in the file, which catches a truncated archive cheaply.
+    Raises InvalidBackupError (not a backup), CorruptBackupError (truncated),
+    BackupNotFoundError (no such file), LocationUnavailableError (I/O error).
+    """
+    try:
+        with path.open("rb") as raw:
+            size = os.fstat(raw.fileno()).st_size
+            return _read_info(raw, path.name, size)
+    except FileNotFoundError as err:
+        raise BackupNotFoundError(
+            f"{path.name} does not exist", file=path.name
+        ) from err
+    except OSError as err:
+        raise LocationUnavailableError(
+            f"Reading {path.name} failed: {err}",
+            location_reason="unreachable",
+            file=path.name,
+        ) from err
+
+
+def _open_tar(raw: Any, file: str) -> tarfile.TarFile:
+    try:
+        return tarfile.open(fileobj=raw, mode="r:")
+    except tarfile.TarError as err:
+        raise InvalidBackupError(f"{file} is not a tar archive", file=file) from err
+
+
+def _read_info(raw: Any, file: str, size: int) -> BackupInfo:
+    raw_json: bytes | None = None
+    inner: list[str] = []
+    with _open_tar(raw, file) as tar:
+        for _ in range(_MAX_MEMBERS):
+            try:
+                member = tar.next()
+            except tarfile.TarError as err:
+                raise CorruptBackupError(
+                    f"{file} is damaged: {err}", file=file
+                ) from err
+            if member is None:
+                break
+            if member.offset_data + member.size > size:
+                raise CorruptBackupError(f"{file} is truncated", file=file)
+            name = member_name(member.name)
+            if name == BACKUP_JSON and raw_json is None:
+                raw_json = _read_member(tar, member, file)
+            elif is_inner_archive(name):
+                inner.append(name)
+    if raw_json is None:
+        raise InvalidBackupError(f"{file} has no backup.json", file=file)
+    info = parse_backup_json(raw_json, file=file, size=size)
+    if info.homeassistant_version is not None and not any(
+        name.startswith(INNER_NAME) for name in inner
+    ):
+        raise CorruptBackupError(
+            f"{file} has no {INNER_NAME}(.gz): truncated?", file=file
+        )
+    return info
+
+
+def _read_member(tar: tarfile.TarFile, member: tarfile.TarInfo, file: str) -> bytes:
+    if not member.isfile() or member.size > _MAX_JSON_BYTES:
+        raise InvalidBackupError(f"{file}: backup.json is not a small file", file=file)
+    # Neither None (a regular file) nor short (its data is in the file).
+    reader = cast("IO[bytes]", tar.extractfile(member))
+    return reader.read()
