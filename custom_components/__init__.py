@@ -1,0 +1,1 @@
+"""Custom integrations loaded from this repository."""

@@ -11,15 +11,17 @@ from pytest_homeassistant_custom_component.common import MockConfigEntry
 from custom_components.backup_offload.const import DOMAIN
 
 
-async def test_load_unload(hass: HomeAssistant, tmp_path: Path) -> None:
+async def test_load_unload(
+    hass: HomeAssistant, ha_config_dir: Path, location_dir: Path
+) -> None:
     """An entry loads and unloads."""
     entry = MockConfigEntry(
-        domain=DOMAIN, data={"path": str(tmp_path), "require_mount": False}
+        domain=DOMAIN, data={"path": str(location_dir), "require_mount": False}
     )
     entry.add_to_hass(hass)
     assert await hass.config_entries.async_setup(entry.entry_id)
     await hass.async_block_till_done()
     assert entry.state is ConfigEntryState.LOADED
-    assert entry.runtime_data.path == str(tmp_path)
+    assert entry.runtime_data.coordinator.data.available
     assert await hass.config_entries.async_unload(entry.entry_id)
     assert entry.state is ConfigEntryState.NOT_LOADED

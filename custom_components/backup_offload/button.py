@@ -1,0 +1,34 @@
+"""A button that creates a backup in the location now."""
+
+from __future__ import annotations
+
+from homeassistant.components.button import ButtonEntity, ButtonEntityDescription
+from homeassistant.core import HomeAssistant
+from homeassistant.helpers.entity_platform import AddEntitiesCallback
+
+from .coordinator import BackupOffloadConfigEntry
+from .entity import BackupOffloadEntity
+
+# A press runs a whole backup; the location's own lock refuses a second one.
+PARALLEL_UPDATES = 1
+
+CREATE_BACKUP = ButtonEntityDescription(
+    key="create_backup", translation_key="create_backup"
+)
+
+
+async def async_setup_entry(
+    hass: HomeAssistant,
+    entry: BackupOffloadConfigEntry,
+    async_add_entities: AddEntitiesCallback,
+) -> None:
+    """Add the button of a location."""
+    async_add_entities([BackupOffloadCreateButton(entry, CREATE_BACKUP)])
+
+
+class BackupOffloadCreateButton(BackupOffloadEntity, ButtonEntity):
+    """Creates a backup with the location's options."""
+
+    async def async_press(self) -> None:
+        """Create a backup."""
+        await self.manager.async_create()

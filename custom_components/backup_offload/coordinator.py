@@ -1,0 +1,170 @@
+"""Periodic refresh of a location: is it usable, and which backups it holds.
+
+A location that is down is data, not an error: the coordinator keeps
+running and reports it, so the `connected` sensor can say "NAS disconnected"
+and a repair issue can explain it, instead of Home Assistant retrying the
+setup in a loop.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from homeassistant.config_entries import ConfigEntry
+from homeassistant.core import HomeAssistant, callback
+from homeassistant.helpers import issue_registry as ir
+from homeassistant.helpers.update_coordinator import DataUpdateCoordinator
+
+from . import jobs
+from .archive import BackupInfo, BackupScanner
+from .const import (
+    CONF_PATH,
+    CONF_REQUIRE_MOUNT,
+    DOMAIN,
+    LOGGER,
+    SCAN_INTERVAL,
+    STALE_TEMP_AGE,
+)
+from .errors import BackupOffloadError, LocationUnavailableError
+
+if TYPE_CHECKING:
+    from .location import LocationStatus
+    from .manager import LocationManager
+    from .runner import LocationRunner
+
+
+@dataclass(slots=True)
+class BackupOffloadData:
+    """What a loaded location keeps while it runs (the entry's runtime_data)."""
+
+    coordinator: BackupOffloadCoordinator
+    manager: LocationManager
+
+
+type BackupOffloadConfigEntry = ConfigEntry[BackupOffloadData]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LocationData:
+    """The coordinator's data: the location's last known state."""
+
+    status: LocationStatus | None = None
+    """None while the location is unavailable."""
+    backups: list[BackupInfo] = field(default_factory=list)
+    invalid: dict[str, str] = field(default_factory=dict)
+    error: BackupOffloadError | None = None
+    """Why the location is unavailable."""
+
+    @property
+    def available(self) -> bool:
+        """Return True when the last probe passed."""
+        return self.status is not None
+
+    @property
+    def used_bytes(self) -> int:
+        """Bytes taken by all backups in the location."""
+        return sum(backup.size for backup in self.backups)
+
+
+class BackupOffloadCoordinator(DataUpdateCoordinator[LocationData]):
+    """Probes and lists one location periodically, in one executor job."""
+
+    config_entry: BackupOffloadConfigEntry
+
+    def __init__(
+        self,
+        hass: HomeAssistant,
+        entry: BackupOffloadConfigEntry,
+        runner: LocationRunner,
+    ) -> None:
+        """Set up the coordinator of one location."""
+        super().__init__(
+            hass,
+            LOGGER,
+            config_entry=entry,
+            name=f"{DOMAIN} {entry.title}",
+            update_interval=SCAN_INTERVAL,
+            always_update=False,
+        )
+        self.runner = runner
+        # Stale temporary files are removed by the first refresh that reaches
+        # the location (at setup, or when it comes back).
+        self._cleaned = False
+        self.location = jobs.Location(
+            path=Path(entry.data[CONF_PATH]),
+            require_mount=entry.data[CONF_REQUIRE_MOUNT],
+            scanner=BackupScanner(),
+            config_dir=Path(hass.config.config_dir),
+        )
+
+    async def _async_update_data(self) -> LocationData:
+        if self.runner.running and self.data is not None:
+            # An operation holds the location; it refreshes when it is done.
+            return self.data
+        try:
+            if self._cleaned:
+                snapshot = await self.runner.run(jobs.refresh, self.location)
+            else:
+                removed, snapshot = await self.runner.run(
+                    partial(jobs.prepare, stale_after=STALE_TEMP_AGE), self.location
+                )
+                self._cleaned = True
+                if removed:
+                    LOGGER.info(
+                        "%s: removed stale temporary files: %s",
+                        self.config_entry.title,
+                        ", ".join(removed),
+                    )
+        except BackupOffloadError as err:
+            return self._unavailable(err)
+        return self._available(snapshot)
+
+    @callback
+    def async_set_snapshot(self, snapshot: jobs.Snapshot) -> None:
+        """Apply the listing an operation returned."""
+        self.async_set_updated_data(self._available(snapshot))
+
+    @callback
+    def async_set_unavailable(self, err: BackupOffloadError) -> None:
+        """Apply an operation's finding that the location is down."""
+        self.async_set_updated_data(self._unavailable(err))
+
+    def _available(self, snapshot: jobs.Snapshot) -> LocationData:
+        if self.data is not None and not self.data.available:
+            LOGGER.info("%s is available again", self.config_entry.title)
+        ir.async_delete_issue(self.hass, DOMAIN, self._issue_id)
+        return LocationData(
+            status=snapshot.status, backups=snapshot.backups, invalid=snapshot.invalid
+        )
+
+    def _unavailable(self, err: BackupOffloadError) -> LocationData:
+        if self.data is None or self.data.available:
+            # Once per outage, not at every refresh.
+            LOGGER.warning("%s is unavailable: %s", self.config_entry.title, err)
+        reason = (
+            err.location_reason
+            if isinstance(err, LocationUnavailableError)
+            else err.reason
+        )
+        ir.async_create_issue(
+            self.hass,
+            DOMAIN,
+            self._issue_id,
+            is_fixable=False,
+            severity=ir.IssueSeverity.ERROR,
+            translation_key="location_unavailable",
+            translation_placeholders={
+                "location": self.config_entry.title,
+                "path": str(self.location.path),
+                "reason": reason,
+                "error": str(err),
+            },
+        )
+        return LocationData(error=err)
+
+    @property
+    def _issue_id(self) -> str:
+        return f"location_unavailable_{self.config_entry.entry_id}"

@@ -1,0 +1,213 @@
+"""One executor job per logical operation on a location (synchronous core).
+
+Each function probes the location and then acts, in the same thread, as the
+Supervisor does: the check cannot go stale between two jobs, and a slow share
+costs one thread hop instead of many. Each returns what it found (including a
+fresh snapshot of the location) instead of touching the integration's state;
+the async side applies the result on the event loop. Nothing here imports
+Home Assistant.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from .archive import (
+    TEMP_PREFIX,
+    BackupInfo,
+    BackupScanner,
+    CreateResult,
+    VerifyResult,
+    create_backup,
+    find_backup,
+    verify_backup,
+)
+from .location import (
+    PROBE_PREFIX,
+    LocationStatus,
+    cleanup_temporary,
+    delete_backup,
+    probe,
+)
+from .retention import select_for_deletion
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Snapshot:
+    """The state of a location after a job: probe result and listing."""
+
+    status: LocationStatus
+    backups: list[BackupInfo]
+    """Every valid Home Assistant backup in the location, newest first."""
+    invalid: dict[str, str]
+    """File name -> why it is not a valid backup."""
+
+    @property
+    def used_bytes(self) -> int:
+        """Bytes taken by all backups."""
+        return sum(backup.size for backup in self.backups)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Location:
+    """Where a job works: the location and how it must be probed."""
+
+    path: Path
+    require_mount: bool
+    scanner: BackupScanner
+    config_dir: Path
+    """Home Assistant's config directory: a location that requires a mount
+    but sits on the config directory's file system is not mounted (the empty
+    mount point of a share bind-mounted into a container)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Retention:
+    """Retention settings of a location, and whose backups it may delete."""
+
+    keep_count: int
+    keep_days: int
+    instance_id: str
+    now: datetime
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CreateOutcome:
+    """What `create` did."""
+
+    result: CreateResult
+    purged: list[BackupInfo]
+    snapshot: Snapshot
+
+
+def _snapshot(location: Location, status: LocationStatus) -> Snapshot:
+    scan = location.scanner.scan(location.path)
+    return Snapshot(status=status, backups=scan.backups, invalid=scan.invalid)
+
+
+def _probe(
+    location: Location, *, for_write: bool = False, needed_bytes: int = 0
+) -> LocationStatus:
+    return probe(
+        location.path,
+        require_mount=location.require_mount,
+        for_write=for_write,
+        needed_bytes=needed_bytes,
+        config_dir=location.config_dir,
+    )
+
+
+def refresh(location: Location) -> Snapshot:
+    """Probe the location and list its backups."""
+    return _snapshot(location, _probe(location))
+
+
+def prepare(location: Location, *, stale_after: float) -> tuple[list[str], Snapshot]:
+    """Remove stale temporary files a crash left behind, then refresh.
+
+    A location that is down is not touched: the probe raises first.
+    """
+    status = _probe(location)
+    removed = [
+        *cleanup_temporary(location.path, prefix=TEMP_PREFIX, older_than=stale_after),
+        *cleanup_temporary(location.path, prefix=PROBE_PREFIX, older_than=stale_after),
+    ]
+    return removed, _snapshot(location, status)
+
+
+def _purge(location: Location, retention: Retention) -> list[BackupInfo]:
+    scan = location.scanner.scan(location.path)
+    own = [b for b in scan.backups if b.is_own(retention.instance_id)]
+    doomed = select_for_deletion(
+        own,
+        keep_count=retention.keep_count,
+        keep_days=retention.keep_days,
+        now=retention.now,
+    )
+    for backup in doomed:
+        delete_backup(location.path, backup.file)
+    return doomed
+
+
+def create(
+    location: Location,
+    retention: Retention,
+    *,
+    name: str,
+    password: str | None,
+    include_database: bool,
+    excludes: Sequence[str],
+    compress: bool,
+    homeassistant_version: str,
+    checked: Callable[[], None],
+    progress: Callable[[float], None] | None = None,
+    database_lock: Callable[[], AbstractContextManager[None]] | None = None,
+) -> CreateOutcome:
+    """Probe for writing, create a backup, apply retention, list again.
+
+    The newest backup's size is the space estimate: it is free to get and
+    close to the next one's, so a location that cannot hold another backup
+    is refused before a byte is written. ``checked`` is called once the probe
+    passed, so the caller can tell a hung share from a long backup.
+    """
+    status = _probe(location, for_write=True)
+    previous = location.scanner.scan(location.path).backups
+    if previous:
+        status = _probe(location, needed_bytes=previous[0].size)
+    checked()
+    result = create_backup(
+        location.config_dir,
+        location.path,
+        name=name,
+        password=password,
+        include_database=include_database,
+        excludes=excludes,
+        compress=compress,
+        homeassistant_version=homeassistant_version,
+        instance_id=retention.instance_id,
+        progress=progress,
+        database_lock=database_lock,
+    )
+    purged = _purge(location, retention)
+    return CreateOutcome(
+        result=result, purged=purged, snapshot=_snapshot(location, status)
+    )
+
+
+def delete(
+    location: Location, backup_id: str, *, checked: Callable[[], None]
+) -> tuple[BackupInfo, Snapshot]:
+    """Probe for writing, delete one backup and its sidecar, list again."""
+    status = _probe(location, for_write=True)
+    checked()
+    backup = find_backup(location.path, backup_id, location.scanner)
+    delete_backup(location.path, backup.file)
+    return backup, _snapshot(location, status)
+
+
+def verify(
+    location: Location,
+    backup_id: str,
+    password: str | None,
+    *,
+    checked: Callable[[], None],
+) -> tuple[BackupInfo, VerifyResult]:
+    """Probe, then read the whole backup: decrypt, decompress, checksum."""
+    _probe(location)
+    checked()
+    backup = find_backup(location.path, backup_id, location.scanner)
+    return backup, verify_backup(location.path / backup.file, password)
+
+
+def purge(
+    location: Location, retention: Retention, *, checked: Callable[[], None]
+) -> tuple[list[BackupInfo], Snapshot]:
+    """Probe for writing, apply retention to this instance's backups, list."""
+    status = _probe(location, for_write=True)
+    checked()
+    purged = _purge(location, retention)
+    return purged, _snapshot(location, status)

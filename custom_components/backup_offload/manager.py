@@ -1,0 +1,348 @@
+"""Operations on one location: busy lock, state, progress, events, failures.
+
+The manager is the async shell around the synchronous jobs (`jobs.py`): it
+runs each operation as one executor job through the location's runner, maps
+the core's typed errors to translated Home Assistant errors at that boundary,
+and applies the job's result (the new listing) on the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, asynccontextmanager, contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+from homeassistant.components.recorder import backup as recorder_backup
+from homeassistant.const import __version__ as HA_VERSION  # noqa: N812
+from homeassistant.core import HomeAssistant, callback
+from homeassistant.exceptions import HomeAssistantError, ServiceValidationError
+from homeassistant.util import dt as dt_util
+
+from . import jobs
+from .const import (
+    CONF_COMPRESS,
+    CONF_EXCLUDE,
+    CONF_INCLUDE_DATABASE,
+    CONF_KEEP_COUNT,
+    CONF_KEEP_DAYS,
+    CONF_PASSWORD,
+    DEFAULT_COMPRESS,
+    DEFAULT_INCLUDE_DATABASE,
+    DEFAULT_KEEP_COUNT,
+    DEFAULT_KEEP_DAYS,
+    DOMAIN,
+    EVENT_BACKUP_CREATED,
+    EVENT_BACKUP_DELETED,
+    EVENT_BACKUP_FAILED,
+    LOGGER,
+    OperationState,
+)
+from .errors import (
+    BackupNotFoundError,
+    BackupOffloadError,
+    CorruptBackupError,
+    InvalidBackupError,
+    LocationUnavailableError,
+    UnsupportedFormatError,
+    WrongPasswordError,
+)
+
+if TYPE_CHECKING:
+    from .archive import BackupInfo, VerifyResult
+    from .coordinator import BackupOffloadConfigEntry, BackupOffloadCoordinator
+    from .runner import LocationRunner
+
+# Errors that are the caller's input, not a failure of the location.
+_VALIDATION_ERRORS = (BackupNotFoundError, WrongPasswordError)
+# Problems `verify` reports in its response instead of raising.
+_VERIFY_PROBLEMS = (CorruptBackupError, InvalidBackupError, UnsupportedFormatError)
+
+
+def translation_key(err: BackupOffloadError) -> str:
+    """Return the strings.json `exceptions` key of a core error."""
+    if isinstance(err, LocationUnavailableError):
+        return f"location_{err.location_reason}"
+    return err.reason
+
+
+def to_ha_error(err: BackupOffloadError, location: str) -> HomeAssistantError:
+    """Translate a core error at the executor boundary."""
+    cls = (
+        ServiceValidationError
+        if isinstance(err, _VALIDATION_ERRORS)
+        else (HomeAssistantError)
+    )
+    return cls(
+        translation_domain=DOMAIN,
+        translation_key=translation_key(err),
+        translation_placeholders={"location": location, **err.placeholders},
+    )
+
+
+def backup_to_dict(backup: BackupInfo, instance_id: str) -> dict[str, Any]:
+    """Return a backup's metadata as actions and diagnostics report it."""
+    return {
+        "backup_id": backup.backup_id,
+        "name": backup.name,
+        "date": backup.date,
+        "size": backup.size,
+        "protected": backup.protected,
+        "database_included": backup.database_included,
+        "homeassistant_version": backup.homeassistant_version,
+        "file": backup.file,
+        "own": backup.is_own(instance_id),
+    }
+
+
+@dataclass(slots=True)
+class Failure:
+    """The last operation that failed."""
+
+    time: datetime
+    operation: OperationState
+    error: str
+
+
+class LocationManager:
+    """Runs the operations of one location, one at a time."""
+
+    def __init__(
+        self,
+        hass: HomeAssistant,
+        entry: BackupOffloadConfigEntry,
+        coordinator: BackupOffloadCoordinator,
+        runner: LocationRunner,
+        instance_id: str,
+    ) -> None:
+        """Set up the manager of one location."""
+        self.hass = hass
+        self.entry = entry
+        self.coordinator = coordinator
+        self.runner = runner
+        self.instance_id = instance_id
+        self.state = OperationState.IDLE
+        self.progress: int | None = None
+        self.last_failure: Failure | None = None
+        self._lock = asyncio.Lock()
+
+    @property
+    def busy(self) -> bool:
+        """Return True while an operation runs."""
+        return self._lock.locked()
+
+    def _options(self, key: str, default: Any) -> Any:
+        return self.entry.options.get(key, default)
+
+    def _retention(self) -> jobs.Retention:
+        return jobs.Retention(
+            keep_count=int(self._options(CONF_KEEP_COUNT, DEFAULT_KEEP_COUNT)),
+            keep_days=int(self._options(CONF_KEEP_DAYS, DEFAULT_KEEP_DAYS)),
+            instance_id=self.instance_id,
+            now=dt_util.utcnow(),
+        )
+
+    @callback
+    def _set_state(self, state: OperationState, progress: int | None = None) -> None:
+        self.state = state
+        self.progress = progress
+        self.coordinator.async_update_listeners()
+
+    @callback
+    def _set_progress(self, fraction: float) -> None:
+        percent = max(0, min(100, int(fraction * 100)))
+        if percent != self.progress and self.state is OperationState.CREATING:
+            self.progress = percent
+            self.coordinator.async_update_listeners()
+
+    def _fire(self, event: str, **data: Any) -> None:
+        self.hass.bus.async_fire(
+            event,
+            {"config_entry_id": self.entry.entry_id, "location": self.entry.title}
+            | data,
+        )
+
+    @asynccontextmanager
+    async def _operation(self, state: OperationState) -> AsyncIterator[None]:
+        """Hold the location for one operation; record and translate failures."""
+        if self._lock.locked() or self.hass.data.get(DOMAIN, {}).get("restoring"):
+            raise HomeAssistantError(
+                translation_domain=DOMAIN,
+                translation_key="busy",
+                translation_placeholders={
+                    "location": self.entry.title,
+                    "state": self.state.value,
+                },
+            )
+        async with self._lock:
+            self._set_state(state, 0 if state is OperationState.CREATING else None)
+            try:
+                yield
+            except BackupOffloadError as err:
+                if not isinstance(err, _VALIDATION_ERRORS):
+                    self._record_failure(state, err)
+                raise to_ha_error(err, self.entry.title) from err
+            finally:
+                self._set_state(OperationState.IDLE)
+
+    @callback
+    def _record_failure(self, state: OperationState, err: BackupOffloadError) -> None:
+        LOGGER.warning("%s: %s failed: %s", self.entry.title, state.value, err)
+        self.last_failure = Failure(
+            time=dt_util.utcnow(), operation=state, error=str(err)
+        )
+        if isinstance(err, LocationUnavailableError):
+            self.coordinator.async_set_unavailable(err)
+
+    def _database_lock(self) -> Callable[[], AbstractContextManager[None]] | None:
+        """Pause the recorder around the database copy, as core's backup does.
+
+        The engine enters the lock from its executor thread only while it
+        copies the database files, so the recorder is paused for seconds, not
+        for the whole backup; it is resumed whatever happens in between.
+        """
+        if "recorder" not in self.hass.config.components:
+            return None
+        hass = self.hass
+
+        @contextmanager
+        def lock() -> Iterator[None]:
+            asyncio.run_coroutine_threadsafe(
+                recorder_backup.async_pre_backup(hass), hass.loop
+            ).result()
+            try:
+                yield
+            finally:
+                asyncio.run_coroutine_threadsafe(
+                    recorder_backup.async_post_backup(hass), hass.loop
+                ).result()
+
+        return lock
+
+    async def async_create(
+        self,
+        *,
+        name: str | None = None,
+        password: str | None = None,
+        include_database: bool | None = None,
+        exclude: Sequence[str] | None = None,
+    ) -> dict[str, Any]:
+        """Create a backup, apply retention, and return its metadata."""
+        options = self.entry.options
+        if password is None:
+            password = options.get(CONF_PASSWORD) or None
+        if include_database is None:
+            include_database = options.get(
+                CONF_INCLUDE_DATABASE, DEFAULT_INCLUDE_DATABASE
+            )
+        excludes = [*options.get(CONF_EXCLUDE, []), *(exclude or [])]
+        name = name or f"Backup Offload {dt_util.now().strftime('%Y-%m-%d %H:%M')}"
+        loop = self.hass.loop
+
+        def report_progress(fraction: float) -> None:
+            loop.call_soon_threadsafe(self._set_progress, fraction)
+
+        try:
+            async with self._operation(OperationState.CREATING):
+                outcome = await self.runner.run_checked(
+                    partial(
+                        jobs.create,
+                        name=name,
+                        password=password,
+                        include_database=bool(include_database),
+                        excludes=excludes,
+                        compress=options.get(CONF_COMPRESS, DEFAULT_COMPRESS),
+                        homeassistant_version=HA_VERSION,
+                        progress=report_progress,
+                        database_lock=self._database_lock(),
+                    ),
+                    self.coordinator.location,
+                    self._retention(),
+                )
+        except HomeAssistantError as err:
+            self._fire(EVENT_BACKUP_FAILED, name=name, error=str(err))
+            raise
+        self.coordinator.async_set_snapshot(outcome.snapshot)
+        info = outcome.result.info
+        self._fire(EVENT_BACKUP_CREATED, backup_id=info.backup_id, name=info.name)
+        for backup in outcome.purged:
+            self._fire(
+                EVENT_BACKUP_DELETED, backup_id=backup.backup_id, name=backup.name
+            )
+        return {
+            "backup": backup_to_dict(info, self.instance_id),
+            "skipped": outcome.result.skipped,
+            "purged": [backup.backup_id for backup in outcome.purged],
+        }
+
+    async def async_delete(self, backup_id: str) -> dict[str, Any]:
+        """Delete one backup and its sidecar."""
+        async with self._operation(OperationState.DELETING):
+            backup, snapshot = await self.runner.run_checked(
+                jobs.delete, self.coordinator.location, backup_id
+            )
+        self.coordinator.async_set_snapshot(snapshot)
+        self._fire(EVENT_BACKUP_DELETED, backup_id=backup.backup_id, name=backup.name)
+        return {"backup": backup_to_dict(backup, self.instance_id)}
+
+    async def async_verify(
+        self, backup_id: str, password: str | None = None
+    ) -> dict[str, Any]:
+        """Read the whole backup and report whether it is sound."""
+        if password is None:
+            password = self.entry.options.get(CONF_PASSWORD) or None
+        async with self._operation(OperationState.VERIFYING):
+            try:
+                backup, result = await self.runner.run_checked(
+                    jobs.verify, self.coordinator.location, backup_id, password
+                )
+            except _VERIFY_PROBLEMS as err:
+                return {
+                    "backup_id": backup_id,
+                    "valid": False,
+                    "problem": translation_key(err),
+                    "error": str(err),
+                }
+        return _verify_response(backup, result, self.instance_id)
+
+    async def async_purge(self) -> dict[str, Any]:
+        """Apply the location's retention to this instance's backups now."""
+        async with self._operation(OperationState.PURGING):
+            purged, snapshot = await self.runner.run_checked(
+                jobs.purge, self.coordinator.location, self._retention()
+            )
+        self.coordinator.async_set_snapshot(snapshot)
+        for backup in purged:
+            self._fire(
+                EVENT_BACKUP_DELETED, backup_id=backup.backup_id, name=backup.name
+            )
+        return {"deleted": [backup_to_dict(b, self.instance_id) for b in purged]}
+
+    async def async_list(self) -> dict[str, Any]:
+        """List every backup in the location, newest first (fresh, not cached)."""
+        try:
+            snapshot = await self.runner.run(jobs.refresh, self.coordinator.location)
+        except BackupOffloadError as err:
+            self.coordinator.async_set_unavailable(err)
+            raise to_ha_error(err, self.entry.title) from err
+        self.coordinator.async_set_snapshot(snapshot)
+        return {
+            "backups": [backup_to_dict(b, self.instance_id) for b in snapshot.backups],
+            "invalid": snapshot.invalid,
+        }
+
+
+def _verify_response(
+    backup: BackupInfo, result: VerifyResult, instance_id: str
+) -> dict[str, Any]:
+    return {
+        "backup_id": backup.backup_id,
+        "valid": True,
+        "backup": backup_to_dict(backup, instance_id),
+        "members": result.members,
+        "bytes": result.bytes,
+        "checksum_verified": result.checksum,
+    }

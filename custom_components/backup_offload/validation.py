@@ -1,0 +1,35 @@
+"""Checks of user input shared by the config flow and the actions."""
+
+from __future__ import annotations
+
+import fnmatch
+from pathlib import PurePosixPath
+import re
+
+# Home Assistant's and the Supervisor's backup ids are short slugs; anything
+# with a path separator, a dot-dot or a control character is refused before
+# it gets near the file system.
+_BACKUP_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
+
+
+def is_valid_backup_id(backup_id: str) -> bool:
+    """Return True for a backup id that can only name a backup."""
+    return _BACKUP_ID.fullmatch(backup_id) is not None
+
+
+def is_valid_glob(pattern: str) -> bool:
+    """Return True for a glob relative to the config directory.
+
+    Absolute patterns, `..` and empty patterns could only match outside the
+    config directory, or everything; a pattern that does not compile is a
+    typo.
+    """
+    if not pattern.strip() or pattern.startswith("/") or "\x00" in pattern:
+        return False
+    if ".." in PurePosixPath(pattern).parts:
+        return False
+    try:
+        re.compile(fnmatch.translate(pattern))
+    except re.error:
+        return False
+    return True

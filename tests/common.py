@@ -1,0 +1,30 @@
+"""Helpers for async tests: blocking set-up work goes to the executor too.
+
+The event-loop guard applies to test code as well, so a test that mounts a
+file system or writes a fixture file from a coroutine does it through these.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractContextManager, asynccontextmanager
+from typing import Any
+
+from homeassistant.core import HomeAssistant
+
+
+@asynccontextmanager
+async def in_executor[T](
+    hass: HomeAssistant, manager: AbstractContextManager[T]
+) -> AsyncIterator[T]:
+    """Enter and exit a blocking context manager in the executor."""
+    value = await hass.async_add_executor_job(manager.__enter__)
+    try:
+        yield value
+    finally:
+        await hass.async_add_executor_job(manager.__exit__, None, None, None)
+
+
+async def run[T](hass: HomeAssistant, func: Callable[..., T], *args: Any) -> T:
+    """Run a blocking call in the executor."""
+    return await hass.async_add_executor_job(func, *args)

@@ -1,0 +1,261 @@
+"""The config flow: add, reconfigure and tune a location."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from unittest.mock import patch
+
+from homeassistant.config_entries import SOURCE_USER
+from homeassistant.core import HomeAssistant
+from homeassistant.data_entry_flow import FlowResultType, InvalidData
+import pytest
+from pytest_homeassistant_custom_component.common import MockConfigEntry
+
+from custom_components.backup_offload.const import (
+    CONF_COMPRESS,
+    CONF_EXCLUDE,
+    CONF_INCLUDE_DATABASE,
+    CONF_KEEP_COUNT,
+    CONF_KEEP_DAYS,
+    CONF_PASSWORD,
+    CONF_PATH,
+    CONF_REQUIRE_MOUNT,
+    DOMAIN,
+)
+
+from .common import in_executor, run
+from .mounts import read_only, tmpfs
+
+
+@pytest.fixture(autouse=True)
+def _config_dir(ha_config_dir: Path) -> None:
+    """Every flow test runs with its own config directory."""
+
+
+async def _start(hass: HomeAssistant) -> str:
+    result = await hass.config_entries.flow.async_init(
+        DOMAIN, context={"source": SOURCE_USER}
+    )
+    assert result["type"] is FlowResultType.FORM
+    assert result["step_id"] == "user"
+    assert result["errors"] == {}
+    return str(result["flow_id"])
+
+
+async def test_user_flow_on_a_mount(hass: HomeAssistant, tmp_path: Path) -> None:
+    """A mounted share is accepted with the mount requirement on."""
+    async with in_executor(hass, tmpfs(tmp_path / "nas")) as nas:
+        flow_id = await _start(hass)
+        result = await hass.config_entries.flow.async_configure(
+            flow_id, {"name": "NAS", CONF_PATH: str(nas), CONF_REQUIRE_MOUNT: True}
+        )
+        assert result["type"] is FlowResultType.CREATE_ENTRY
+        assert result["title"] == "NAS"
+        assert result["data"] == {CONF_PATH: str(nas), CONF_REQUIRE_MOUNT: True}
+        assert result["result"].unique_id == str(nas)
+        await hass.config_entries.async_unload(result["result"].entry_id)
+
+
+async def test_user_flow_resolves_symlinks(
+    hass: HomeAssistant, location_dir: Path, tmp_path: Path
+) -> None:
+    """The unique id and stored path are the real path; the title defaults to it."""
+    link = tmp_path / "link"
+    await run(hass, link.symlink_to, location_dir)
+    flow_id = await _start(hass)
+    result = await hass.config_entries.flow.async_configure(
+        flow_id, {"name": " ", CONF_PATH: str(link), CONF_REQUIRE_MOUNT: False}
+    )
+    assert result["type"] is FlowResultType.CREATE_ENTRY
+    assert result["title"] == str(location_dir)
+    assert result["data"][CONF_PATH] == str(location_dir)
+
+
+@pytest.mark.parametrize(
+    ("path", "require_mount", "error"),
+    [
+        ("relative/path", False, "not_absolute"),
+        ("{tmp}/missing", False, "not_found"),
+        ("{tmp}/file", False, "not_a_directory"),
+        ("{tmp}/location", True, "not_a_mount"),
+        ("{config}/backups", False, "inside_config"),
+        ("{tmp}", False, "inside_config"),
+    ],
+)
+async def test_user_flow_errors_recover(
+    hass: HomeAssistant,
+    tmp_path: Path,
+    ha_config_dir: Path,
+    location_dir: Path,
+    path: str,
+    require_mount: bool,
+    error: str,
+) -> None:
+    """Each bad path shows its error; a good path afterwards succeeds."""
+    await run(hass, (tmp_path / "file").write_text, "x")
+    await run(hass, (ha_config_dir / "backups").mkdir)
+    flow_id = await _start(hass)
+    result = await hass.config_entries.flow.async_configure(
+        flow_id,
+        {
+            "name": "NAS",
+            CONF_PATH: path.format(tmp=tmp_path, config=ha_config_dir),
+            CONF_REQUIRE_MOUNT: require_mount,
+        },
+    )
+    assert result["type"] is FlowResultType.FORM
+    assert result["errors"] == {CONF_PATH: error}
+
+    result = await hass.config_entries.flow.async_configure(
+        flow_id,
+        {"name": "NAS", CONF_PATH: str(location_dir), CONF_REQUIRE_MOUNT: False},
+    )
+    assert result["type"] is FlowResultType.CREATE_ENTRY
+
+
+async def test_user_flow_read_only(hass: HomeAssistant, tmp_path: Path) -> None:
+    """A read-only mount is refused as not writable."""
+    async with (
+        in_executor(hass, tmpfs(tmp_path / "nas")) as nas,
+        in_executor(hass, read_only(nas)),
+    ):
+        flow_id = await _start(hass)
+        result = await hass.config_entries.flow.async_configure(
+            flow_id, {"name": "NAS", CONF_PATH: str(nas), CONF_REQUIRE_MOUNT: True}
+        )
+    assert result["errors"] == {CONF_PATH: "not_writable"}
+
+
+async def test_user_flow_unknown_error_recovers(
+    hass: HomeAssistant, location_dir: Path
+) -> None:
+    """An unexpected error shows "unknown" and the user can try again."""
+    flow_id = await _start(hass)
+    with patch(
+        "custom_components.backup_offload.config_flow.validate_location",
+        side_effect=RuntimeError("boom"),
+    ):
+        result = await hass.config_entries.flow.async_configure(
+            flow_id,
+            {"name": "NAS", CONF_PATH: str(location_dir), CONF_REQUIRE_MOUNT: False},
+        )
+    assert result["errors"] == {"base": "unknown"}
+    result = await hass.config_entries.flow.async_configure(
+        flow_id,
+        {"name": "NAS", CONF_PATH: str(location_dir), CONF_REQUIRE_MOUNT: False},
+    )
+    assert result["type"] is FlowResultType.CREATE_ENTRY
+
+
+async def test_user_flow_already_configured(
+    hass: HomeAssistant, mock_config_entry: MockConfigEntry, location_dir: Path
+) -> None:
+    """The same directory cannot be added twice."""
+    mock_config_entry.add_to_hass(hass)
+    flow_id = await _start(hass)
+    result = await hass.config_entries.flow.async_configure(
+        flow_id,
+        {"name": "Again", CONF_PATH: str(location_dir), CONF_REQUIRE_MOUNT: False},
+    )
+    assert result["type"] is FlowResultType.ABORT
+    assert result["reason"] == "already_configured"
+
+
+async def test_reconfigure(
+    hass: HomeAssistant, init_integration: MockConfigEntry, tmp_path: Path
+) -> None:
+    """A location moves to another directory; errors recover."""
+    new = tmp_path / "new"
+    await run(hass, new.mkdir)
+    result = await init_integration.start_reconfigure_flow(hass)
+    assert result["step_id"] == "reconfigure"
+    flow_id = result["flow_id"]
+
+    result = await hass.config_entries.flow.async_configure(
+        flow_id, {CONF_PATH: str(tmp_path / "missing"), CONF_REQUIRE_MOUNT: False}
+    )
+    assert result["errors"] == {CONF_PATH: "not_found"}
+
+    result = await hass.config_entries.flow.async_configure(
+        flow_id, {CONF_PATH: str(new), CONF_REQUIRE_MOUNT: False}
+    )
+    assert result["type"] is FlowResultType.ABORT
+    assert result["reason"] == "reconfigure_successful"
+    await hass.async_block_till_done()
+    assert init_integration.data[CONF_PATH] == str(new)
+    assert init_integration.unique_id == str(new)
+
+
+async def test_reconfigure_same_path(
+    hass: HomeAssistant, init_integration: MockConfigEntry, location_dir: Path
+) -> None:
+    """Keeping the path and changing the mount requirement is allowed."""
+    result = await init_integration.start_reconfigure_flow(hass)
+    async with in_executor(hass, tmpfs(location_dir)):
+        result = await hass.config_entries.flow.async_configure(
+            result["flow_id"], {CONF_PATH: str(location_dir), CONF_REQUIRE_MOUNT: True}
+        )
+        assert result["reason"] == "reconfigure_successful"
+        await hass.async_block_till_done()
+        assert init_integration.data[CONF_REQUIRE_MOUNT] is True
+        await hass.config_entries.async_unload(init_integration.entry_id)
+
+
+async def test_reconfigure_to_another_location(
+    hass: HomeAssistant, init_integration: MockConfigEntry, tmp_path: Path
+) -> None:
+    """A location cannot be moved onto another configured location."""
+    other = tmp_path / "other"
+    await run(hass, other.mkdir)
+    MockConfigEntry(domain=DOMAIN, unique_id=str(other), data={}).add_to_hass(hass)
+    result = await init_integration.start_reconfigure_flow(hass)
+    result = await hass.config_entries.flow.async_configure(
+        result["flow_id"], {CONF_PATH: str(other), CONF_REQUIRE_MOUNT: False}
+    )
+    assert result["type"] is FlowResultType.ABORT
+    assert result["reason"] == "already_configured"
+
+
+async def test_options(hass: HomeAssistant, init_integration: MockConfigEntry) -> None:
+    """Options are stored; a bad glob shows an error and recovers."""
+    result = await hass.config_entries.options.async_init(init_integration.entry_id)
+    assert result["step_id"] == "init"
+    options = {
+        CONF_PASSWORD: "secret",
+        CONF_KEEP_COUNT: 3,
+        CONF_KEEP_DAYS: 30,
+        CONF_INCLUDE_DATABASE: False,
+        CONF_EXCLUDE: ["../etc/*"],
+        CONF_COMPRESS: True,
+    }
+    result = await hass.config_entries.options.async_configure(
+        result["flow_id"], options
+    )
+    assert result["type"] is FlowResultType.FORM
+    assert result["errors"] == {CONF_EXCLUDE: "invalid_glob"}
+
+    result = await hass.config_entries.options.async_configure(
+        result["flow_id"], {**options, CONF_EXCLUDE: [" www/cameras/** "]}
+    )
+    assert result["type"] is FlowResultType.CREATE_ENTRY
+    assert init_integration.options == {
+        **options,
+        CONF_EXCLUDE: ["www/cameras/**"],
+    }
+
+
+async def test_options_refuse_negative_keep_count(
+    hass: HomeAssistant, init_integration: MockConfigEntry
+) -> None:
+    """A negative number of backups to keep is refused by the form."""
+    result = await hass.config_entries.options.async_init(init_integration.entry_id)
+    with pytest.raises(InvalidData):
+        await hass.config_entries.options.async_configure(
+            result["flow_id"],
+            {
+                CONF_KEEP_COUNT: -1,
+                CONF_KEEP_DAYS: 0,
+                CONF_INCLUDE_DATABASE: True,
+                CONF_COMPRESS: True,
+            },
+        )

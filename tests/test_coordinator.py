@@ -1,0 +1,118 @@
+"""Refreshing a location: outages are logged once, repaired, and recovered."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+import time
+
+from homeassistant.core import HomeAssistant
+from homeassistant.helpers import issue_registry as ir
+import pytest
+from pytest_homeassistant_custom_component.common import MockConfigEntry
+
+from custom_components.backup_offload.const import (
+    CONF_PATH,
+    CONF_REQUIRE_MOUNT,
+    DOMAIN,
+    STALE_TEMP_AGE,
+)
+
+from .common import in_executor, run
+from .mounts import tmpfs, unmount
+
+
+async def test_down_at_startup_still_loads(
+    hass: HomeAssistant,
+    ha_config_dir: Path,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A share that is not mounted at startup: loaded, disconnected, repair issue."""
+    mount_point = tmp_path / "nas"
+    await run(hass, mount_point.mkdir)
+    entry = MockConfigEntry(
+        domain=DOMAIN,
+        title="NAS",
+        data={CONF_PATH: str(mount_point), CONF_REQUIRE_MOUNT: True},
+    )
+    entry.add_to_hass(hass)
+    assert await hass.config_entries.async_setup(entry.entry_id)
+    assert hass.states.get("binary_sensor.nas_connected").state == "off"
+    issue = ir.async_get(hass).async_get_issue(
+        DOMAIN, f"location_unavailable_{entry.entry_id}"
+    )
+    assert issue is not None
+    assert issue.translation_placeholders["location"] == "NAS"
+    coordinator = entry.runtime_data.coordinator
+
+    # Further refreshes while it stays down do not log again.
+    await coordinator.async_refresh()
+    await coordinator.async_refresh()
+    assert caplog.text.count("NAS is unavailable") == 1
+
+    async with in_executor(hass, tmpfs(mount_point)):
+        await coordinator.async_refresh()
+        assert hass.states.get("binary_sensor.nas_connected").state == "on"
+        assert "NAS is available again" in caplog.text
+        assert not ir.async_get(hass).issues
+        await hass.config_entries.async_unload(entry.entry_id)
+
+
+async def test_stale_temporary_files_removed_at_setup(
+    hass: HomeAssistant, ha_config_dir: Path, location_dir: Path
+) -> None:
+    """Leftovers of a crash (ours, old) go; anything else stays."""
+    from custom_components.backup_offload.archive import TEMP_PREFIX
+
+    old = location_dir / f"{TEMP_PREFIX}crashed.tar.tmp"
+    recent = location_dir / f"{TEMP_PREFIX}running.tar.tmp"
+    other = location_dir / ".someone-elses.tmp"
+
+    def prepare() -> None:
+        for path in (old, recent, other):
+            path.write_bytes(b"partial")
+        stale = time.time() - STALE_TEMP_AGE - 60
+        os.utime(old, (stale, stale))
+        os.utime(other, (stale, stale))
+
+    await hass.async_add_executor_job(prepare)
+    entry = MockConfigEntry(
+        domain=DOMAIN,
+        title="NAS",
+        data={CONF_PATH: str(location_dir), CONF_REQUIRE_MOUNT: False},
+    )
+    entry.add_to_hass(hass)
+    assert await hass.config_entries.async_setup(entry.entry_id)
+    remaining = await hass.async_add_executor_job(
+        lambda: sorted(p.name for p in location_dir.iterdir())
+    )
+    assert remaining == sorted([recent.name, other.name])
+    await hass.config_entries.async_unload(entry.entry_id)
+
+
+async def test_unmounted_between_refreshes(
+    hass: HomeAssistant, ha_config_dir: Path, tmp_path: Path
+) -> None:
+    """Unmounting is noticed by the next refresh; remounting recovers."""
+    mount_point = tmp_path / "nas"
+    async with in_executor(hass, tmpfs(mount_point)):
+        entry = MockConfigEntry(
+            domain=DOMAIN,
+            title="NAS",
+            data={CONF_PATH: str(mount_point), CONF_REQUIRE_MOUNT: True},
+        )
+        entry.add_to_hass(hass)
+        assert await hass.config_entries.async_setup(entry.entry_id)
+        coordinator = entry.runtime_data.coordinator
+        await run(hass, unmount, mount_point)
+        await coordinator.async_refresh()
+        assert hass.states.get("binary_sensor.nas_connected").state == "off"
+        assert (
+            hass.states.get("binary_sensor.nas_connected").attributes["reason"]
+            == "not_a_mount"
+        )
+    async with in_executor(hass, tmpfs(mount_point)):
+        await coordinator.async_refresh()
+        assert hass.states.get("binary_sensor.nas_connected").state == "on"
+        await hass.config_entries.async_unload(entry.entry_id)

@@ -1,0 +1,105 @@
+"""Entities of a location: what they show, and when they are unavailable."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from homeassistant.const import STATE_UNAVAILABLE
+from homeassistant.core import HomeAssistant
+from homeassistant.helpers import device_registry as dr, entity_registry as er
+import pytest
+from pytest_homeassistant_custom_component.common import MockConfigEntry
+
+from custom_components.backup_offload.const import DOMAIN
+
+# entity_id: (translation_key, device_class, entity_category, unit)
+DIAGNOSTIC = "diagnostic"
+EXPECTED = {
+    "sensor.nas_state": ("state", "enum", None, None),
+    "sensor.nas_last_backup": ("last_backup", "timestamp", None, None),
+    "sensor.nas_last_backup_size": ("last_backup_size", "data_size", DIAGNOSTIC, "GiB"),
+    "sensor.nas_used_space": ("used_space", "data_size", "diagnostic", "GiB"),
+    "sensor.nas_free_space": ("free_space", "data_size", "diagnostic", "GiB"),
+    "sensor.nas_backups": ("backup_count", None, None, "backups"),
+    "sensor.nas_last_failure": ("last_failure", "timestamp", "diagnostic", None),
+    "binary_sensor.nas_connected": ("connected", "connectivity", "diagnostic", None),
+    "button.nas_create_backup": ("create_backup", None, None, None),
+}  # fmt: skip
+
+
+async def test_entities(
+    hass: HomeAssistant,
+    init_integration: MockConfigEntry,
+    entity_registry: er.EntityRegistry,
+    device_registry: dr.DeviceRegistry,
+) -> None:
+    """Every entity exists with its translation key, class and category."""
+    entries = er.async_entries_for_config_entry(
+        entity_registry, init_integration.entry_id
+    )
+    assert {e.entity_id for e in entries} == set(EXPECTED)
+    for entry in entries:
+        key, device_class, category, unit = EXPECTED[entry.entity_id]
+        assert entry.translation_key == key
+        assert entry.unique_id == f"{init_integration.entry_id}_{key}"
+        assert entry.original_device_class == device_class
+        assert (entry.entity_category.value if entry.entity_category else None) == (
+            category
+        )
+        state = hass.states.get(entry.entity_id)
+        assert state is not None
+        assert state.attributes.get("unit_of_measurement") == unit
+    devices = dr.async_entries_for_config_entry(
+        device_registry, init_integration.entry_id
+    )
+    assert len(devices) == 1
+    device = devices[0]
+    assert device.identifiers == {(DOMAIN, init_integration.entry_id)}
+    assert device.name == "NAS"
+    assert device.entry_type is dr.DeviceEntryType.SERVICE
+
+
+async def test_states_after_backup(
+    hass: HomeAssistant, init_integration: MockConfigEntry
+) -> None:
+    """The button creates a backup; the sensors follow."""
+    assert hass.states.get("sensor.nas_backups").state == "0"
+    assert hass.states.get("sensor.nas_last_backup").state == "unknown"
+    assert hass.states.get("sensor.nas_state").state == "idle"
+    assert hass.states.get("sensor.nas_state").attributes["progress"] is None
+    assert float(hass.states.get("sensor.nas_free_space").state) > 0
+
+    await hass.services.async_call(
+        "button", "press", {"entity_id": "button.nas_create_backup"}, blocking=True
+    )
+    assert hass.states.get("sensor.nas_backups").state == "1"
+    assert hass.states.get("sensor.nas_last_backup").state != "unknown"
+    assert float(hass.states.get("sensor.nas_last_backup_size").state) > 0
+    assert hass.states.get("sensor.nas_used_space").state == (
+        hass.states.get("sensor.nas_last_backup_size").state
+    )
+    assert hass.states.get("sensor.nas_last_failure").state == "unknown"
+    assert hass.states.get("binary_sensor.nas_connected").state == "on"
+
+
+@pytest.mark.usefixtures("init_integration")
+async def test_down_location(
+    hass: HomeAssistant, init_integration: MockConfigEntry, location_dir: Path
+) -> None:
+    """Location data goes unavailable; state, failure and connectivity stay."""
+    await hass.async_add_executor_job(location_dir.rmdir)
+    await init_integration.runtime_data.coordinator.async_refresh()
+    for entity_id in (
+        "sensor.nas_last_backup",
+        "sensor.nas_last_backup_size",
+        "sensor.nas_used_space",
+        "sensor.nas_free_space",
+        "sensor.nas_backups",
+        "button.nas_create_backup",
+    ):
+        assert hass.states.get(entity_id).state == STATE_UNAVAILABLE, entity_id
+    connected = hass.states.get("binary_sensor.nas_connected")
+    assert connected.state == "off"
+    assert connected.attributes["reason"] == "not_found"
+    assert hass.states.get("sensor.nas_state").state == "idle"
+    assert hass.states.get("sensor.nas_last_failure").state == "unknown"

@@ -1,0 +1,371 @@
+"""The actions, end to end inside Home Assistant, on real files."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import os
+from pathlib import Path
+import tarfile
+from typing import Any
+
+from homeassistant.core import HomeAssistant
+from homeassistant.exceptions import (
+    HomeAssistantError,
+    ServiceValidationError,
+    Unauthorized,
+)
+from homeassistant.helpers import issue_registry as ir
+import pytest
+from pytest_homeassistant_custom_component.common import (
+    MockConfigEntry,
+    async_capture_events,
+)
+
+from custom_components.backup_offload.const import (
+    CONF_KEEP_COUNT,
+    CONF_PATH,
+    CONF_REQUIRE_MOUNT,
+    DOMAIN,
+    EVENT_BACKUP_CREATED,
+    EVENT_BACKUP_DELETED,
+    EVENT_BACKUP_FAILED,
+)
+
+from .common import in_executor, run
+from .mounts import tmpfs, unmount
+
+
+async def _call(
+    hass: HomeAssistant, service: str, entry: MockConfigEntry, **data: Any
+) -> dict[str, Any]:
+    response = await hass.services.async_call(
+        DOMAIN,
+        service,
+        {"config_entry_id": entry.entry_id, **data},
+        blocking=True,
+        return_response=True,
+    )
+    assert response is not None
+    return dict(response)
+
+
+def _files(path: Path) -> list[str]:
+    return sorted(p.name for p in path.iterdir())
+
+
+async def _listdir(hass: HomeAssistant, path: Path) -> list[str]:
+    return await hass.async_add_executor_job(_files, path)
+
+
+async def test_create_list_verify_delete(
+    hass: HomeAssistant, init_integration: MockConfigEntry, location_dir: Path
+) -> None:
+    """A backup is created, listed, verified and deleted; events fire."""
+    created = async_capture_events(hass, EVENT_BACKUP_CREATED)
+    deleted = async_capture_events(hass, EVENT_BACKUP_DELETED)
+
+    response = await _call(hass, "create", init_integration, name="Before update")
+    backup = response["backup"]
+    assert backup["name"] == "Before update"
+    assert backup["own"] is True
+    assert backup["protected"] is False
+    assert backup["database_included"] is True
+    assert backup["size"] > 0
+    backup_id = backup["backup_id"]
+    assert await _listdir(hass, location_dir) == sorted(
+        [backup["file"], backup["file"] + ".sha256"]
+    )
+    assert [e.data for e in created] == [
+        {
+            "config_entry_id": init_integration.entry_id,
+            "location": "NAS",
+            "backup_id": backup_id,
+            "name": "Before update",
+        }
+    ]
+
+    listing = await _call(hass, "list", init_integration)
+    assert listing["backups"] == [backup]
+    assert listing["invalid"] == {}
+
+    verified = await _call(hass, "verify", init_integration, backup_id=backup_id)
+    assert verified["valid"] is True
+    assert verified["members"] > 0
+
+    response = await _call(hass, "delete", init_integration, backup_id=backup_id)
+    assert response["backup"]["backup_id"] == backup_id
+    assert await _listdir(hass, location_dir) == []
+    assert [e.data["backup_id"] for e in deleted] == [backup_id]
+    assert (await _call(hass, "list", init_integration))["backups"] == []
+
+
+async def test_create_encrypted_with_options(
+    hass: HomeAssistant, ha_config_dir: Path, location_dir: Path
+) -> None:
+    """The location's password encrypts; verify needs it."""
+    entry = MockConfigEntry(
+        domain=DOMAIN,
+        title="NAS",
+        data={CONF_PATH: str(location_dir), CONF_REQUIRE_MOUNT: False},
+        options={"password": "s3cret", "compress": False, "include_database": False},
+    )
+    entry.add_to_hass(hass)
+    assert await hass.config_entries.async_setup(entry.entry_id)
+    backup = (await _call(hass, "create", entry))["backup"]
+    assert backup["protected"] is True
+    assert backup["database_included"] is False
+    assert backup["name"].startswith("Backup Offload ")
+
+    assert (await _call(hass, "verify", entry, backup_id=backup["backup_id"]))["valid"]
+    with pytest.raises(ServiceValidationError) as err:
+        await _call(hass, "verify", entry, backup_id=backup["backup_id"], password="no")
+    assert err.value.translation_key == "wrong_password"
+
+
+async def test_verify_reports_corruption(
+    hass: HomeAssistant, init_integration: MockConfigEntry, location_dir: Path
+) -> None:
+    """A damaged archive is reported in the response, not raised."""
+    backup = (await _call(hass, "create", init_integration))["backup"]
+    path = location_dir / backup["file"]
+
+    def damage() -> None:
+        data = bytearray(path.read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        path.write_bytes(bytes(data))
+
+    await hass.async_add_executor_job(damage)
+    result = await _call(
+        hass, "verify", init_integration, backup_id=backup["backup_id"]
+    )
+    assert result["valid"] is False
+    assert result["problem"] == "corrupt_backup"
+
+
+async def test_retention_after_create_and_purge(
+    hass: HomeAssistant, init_integration: MockConfigEntry
+) -> None:
+    """Retention runs after each create; purge applies new settings now."""
+    ids = [
+        (await _call(hass, "create", init_integration, name=f"b{i}"))["backup"][
+            "backup_id"
+        ]
+        for i in range(3)
+    ]
+    hass.config_entries.async_update_entry(
+        init_integration, options={CONF_KEEP_COUNT: 2}
+    )
+    response = await _call(hass, "create", init_integration, name="b3")
+    assert set(response["purged"]) == set(ids[:2])
+
+    hass.config_entries.async_update_entry(
+        init_integration, options={CONF_KEEP_COUNT: 1}
+    )
+    response = await _call(hass, "purge", init_integration)
+    assert [b["backup_id"] for b in response["deleted"]] == [ids[2]]
+    listing = await _call(hass, "list", init_integration)
+    assert [b["name"] for b in listing["backups"]] == ["b3"]
+
+
+async def test_retention_keeps_backups_of_others(
+    hass: HomeAssistant, init_integration: MockConfigEntry, location_dir: Path
+) -> None:
+    """A backup this instance did not make is listed but never purged."""
+    backup = (await _call(hass, "create", init_integration, name="mine"))["backup"]
+    foreign = location_dir / "foreign.tar"
+
+    def copy_as_foreign() -> None:
+        # The same archive under another instance id is someone else's.
+        source = location_dir / backup["file"]
+        with (
+            tarfile.open(source) as src,
+            tarfile.open(foreign, "w", format=tarfile.PAX_FORMAT) as dst,
+        ):
+            for member in src.getmembers():
+                data = src.extractfile(member)
+                if member.name.endswith("backup.json"):
+                    assert data is not None
+                    raw = (
+                        data.read()
+                        .replace(init_instance_id.encode(), b"someone-else")
+                        .replace(backup["backup_id"].encode(), b"f0f0f0f0")
+                    )
+                    member.size = len(raw)
+                    dst.addfile(member, io.BytesIO(raw))
+                else:
+                    dst.addfile(member, data)
+
+    from homeassistant.helpers import instance_id
+
+    init_instance_id = await instance_id.async_get(hass)
+    await hass.async_add_executor_job(copy_as_foreign)
+    hass.config_entries.async_update_entry(
+        init_integration, options={CONF_KEEP_COUNT: 1}
+    )
+    await _call(hass, "create", init_integration, name="newer")
+    listing = await _call(hass, "list", init_integration)
+    by_id = {b["backup_id"]: b for b in listing["backups"]}
+    assert by_id["f0f0f0f0"]["own"] is False
+    assert {b["name"] for b in listing["backups"]} == {"newer", backup["name"]} - {
+        "mine"
+    } | {by_id["f0f0f0f0"]["name"]}
+
+
+@pytest.mark.parametrize(
+    ("service", "data", "key"),
+    [
+        ("list", {"config_entry_id": "nope"}, "entry_not_found"),
+        ("delete", {"backup_id": "../../etc"}, "invalid_backup_id"),
+        ("delete", {"backup_id": "a/b"}, "invalid_backup_id"),
+        ("delete", {"backup_id": ".."}, "invalid_backup_id"),
+        ("delete", {"backup_id": "deadbeef"}, "backup_not_found"),
+        ("verify", {"backup_id": "deadbeef"}, "backup_not_found"),
+        ("create", {"exclude": ["/etc/*"]}, "invalid_glob"),
+        ("create", {"exclude": ["../secrets.yaml"]}, "invalid_glob"),
+    ],
+)
+async def test_bad_input(
+    hass: HomeAssistant,
+    init_integration: MockConfigEntry,
+    location_dir: Path,
+    service: str,
+    data: dict[str, Any],
+    key: str,
+) -> None:
+    """Bad input is a translated ServiceValidationError; nothing changes."""
+    with pytest.raises(ServiceValidationError) as err:
+        await hass.services.async_call(
+            DOMAIN,
+            service,
+            {"config_entry_id": init_integration.entry_id} | data,
+            blocking=True,
+            return_response=True,
+        )
+    assert err.value.translation_domain == DOMAIN
+    assert err.value.translation_key == key
+    assert await _listdir(hass, location_dir) == []
+    # Bad input is not a failure of the location.
+    assert hass.states.get("sensor.nas_last_failure").state == "unknown"
+    # The location recovers: the next good call works.
+    assert (await _call(hass, "list", init_integration))["backups"] == []
+
+
+async def test_entry_not_loaded(
+    hass: HomeAssistant, init_integration: MockConfigEntry
+) -> None:
+    """An unloaded location is refused with its own error."""
+    await hass.config_entries.async_unload(init_integration.entry_id)
+    with pytest.raises(ServiceValidationError) as err:
+        await _call(hass, "list", init_integration)
+    assert err.value.translation_key == "entry_not_loaded"
+
+
+async def test_admin_only(
+    hass: HomeAssistant,
+    init_integration: MockConfigEntry,
+    hass_read_only_user: Any,
+) -> None:
+    """A non-admin user cannot run the actions."""
+    from homeassistant.core import Context
+
+    with pytest.raises(Unauthorized):
+        await hass.services.async_call(
+            DOMAIN,
+            "list",
+            {"config_entry_id": init_integration.entry_id},
+            blocking=True,
+            return_response=True,
+            context=Context(user_id=hass_read_only_user.id),
+        )
+
+
+async def test_two_creates_at_once(
+    hass: HomeAssistant, init_integration: MockConfigEntry, location_dir: Path
+) -> None:
+    """The second create on a busy location fails at once; the first succeeds."""
+    first = hass.async_create_task(_call(hass, "create", init_integration, name="a"))
+    while hass.states.get("sensor.nas_state").state != "creating":  # noqa: ASYNC110
+        await asyncio.sleep(0)
+    with pytest.raises(HomeAssistantError) as err:
+        await _call(hass, "create", init_integration, name="b")
+    assert err.value.translation_key == "busy"
+    backup = (await first)["backup"]
+    assert backup["name"] == "a"
+    assert len(await _listdir(hass, location_dir)) == 2
+    assert hass.states.get("sensor.nas_state").state == "idle"
+
+
+async def test_create_on_unmounted_location(
+    hass: HomeAssistant, ha_config_dir: Path, tmp_path: Path
+) -> None:
+    """A share that is not mounted: error, nothing written, event, failure, repair."""
+    mount_point = tmp_path / "nas"
+    failed = async_capture_events(hass, EVENT_BACKUP_FAILED)
+    async with in_executor(hass, tmpfs(mount_point)):
+        entry = MockConfigEntry(
+            domain=DOMAIN,
+            title="NAS",
+            data={CONF_PATH: str(mount_point), CONF_REQUIRE_MOUNT: True},
+        )
+        entry.add_to_hass(hass)
+        assert await hass.config_entries.async_setup(entry.entry_id)
+        assert hass.states.get("binary_sensor.nas_connected").state == "on"
+        await run(hass, unmount, mount_point)
+
+        with pytest.raises(HomeAssistantError) as err:
+            await _call(hass, "create", entry)
+        assert err.value.translation_key == "location_not_a_mount"
+        assert await _listdir(hass, mount_point) == []
+        assert len(failed) == 1
+        assert failed[0].data["error"]
+        assert hass.states.get("sensor.nas_last_failure").state != "unknown"
+        assert hass.states.get("binary_sensor.nas_connected").state == "off"
+        assert hass.states.get("sensor.nas_backups").state == "unavailable"
+        assert hass.states.get("sensor.nas_state").state == "idle"
+        issues = ir.async_get(hass).issues
+        assert (DOMAIN, f"location_unavailable_{entry.entry_id}") in issues
+        await hass.config_entries.async_unload(entry.entry_id)
+
+
+async def test_create_on_full_disk(
+    hass: HomeAssistant, ha_config_dir: Path, tmp_path: Path
+) -> None:
+    """ENOSPC in the middle of a write: error and no partial file."""
+    mount_point = tmp_path / "nas"
+
+    await run(hass, (ha_config_dir / "big.bin").write_bytes, os.urandom(3 << 20))
+    async with in_executor(hass, tmpfs(mount_point, size="1m")):
+        entry = MockConfigEntry(
+            domain=DOMAIN,
+            title="NAS",
+            data={CONF_PATH: str(mount_point), CONF_REQUIRE_MOUNT: True},
+        )
+        entry.add_to_hass(hass)
+        assert await hass.config_entries.async_setup(entry.entry_id)
+        with pytest.raises(HomeAssistantError) as err:
+            await _call(hass, "create", entry)
+        assert err.value.translation_key == "insufficient_space"
+        assert await _listdir(hass, mount_point) == []
+        await hass.config_entries.async_unload(entry.entry_id)
+
+
+async def test_location_removed_while_running(
+    hass: HomeAssistant, init_integration: MockConfigEntry, location_dir: Path
+) -> None:
+    """The directory disappears: actions fail clearly, sensors say so."""
+    await hass.async_add_executor_job(location_dir.rmdir)
+    with pytest.raises(HomeAssistantError) as err:
+        await _call(hass, "list", init_integration)
+    assert err.value.translation_key == "location_not_found"
+    with pytest.raises(HomeAssistantError) as err:
+        await _call(hass, "create", init_integration)
+    assert err.value.translation_key == "location_not_found"
+    assert not await hass.async_add_executor_job(location_dir.exists)
+    assert hass.states.get("binary_sensor.nas_connected").state == "off"
+
+    # It comes back: the next refresh recovers by itself.
+    await hass.async_add_executor_job(location_dir.mkdir)
+    await init_integration.runtime_data.coordinator.async_refresh()
+    assert hass.states.get("binary_sensor.nas_connected").state == "on"
+    assert not ir.async_get(hass).issues

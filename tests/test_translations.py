@@ -1,0 +1,78 @@
+"""Every key the code uses is translated, and en.json matches strings.json."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+import re
+
+import yaml
+
+from custom_components.backup_offload.binary_sensor import CONNECTED
+from custom_components.backup_offload.button import CREATE_BACKUP
+from custom_components.backup_offload.const import OperationState
+from custom_components.backup_offload.location import CONFIG_REASONS
+from custom_components.backup_offload.sensor import SENSORS
+from custom_components.backup_offload.services import SCHEMAS
+
+PACKAGE = Path(__file__).parent.parent / "custom_components" / "backup_offload"
+STRINGS = json.loads((PACKAGE / "strings.json").read_text())
+ICONS = json.loads((PACKAGE / "icons.json").read_text())
+# Where errors are raised towards the user (entities use translation_key too).
+RAISING = "\n".join(
+    (PACKAGE / name).read_text() for name in ("manager.py", "services.py")
+)
+
+
+def test_en_matches_strings() -> None:
+    """The shipped English translation is strings.json."""
+    assert json.loads((PACKAGE / "translations" / "en.json").read_text()) == STRINGS
+
+
+def test_entities_translated_with_icons() -> None:
+    """Each entity's translation key has a name and an icon."""
+    entities = {
+        "sensor": [d.translation_key for d in SENSORS],
+        "binary_sensor": [CONNECTED.translation_key],
+        "button": [CREATE_BACKUP.translation_key],
+    }
+    for platform, keys in entities.items():
+        for key in keys:
+            assert STRINGS["entity"][platform][key]["name"]
+            assert ICONS["entity"][platform][key]["default"].startswith("mdi:")
+    states = STRINGS["entity"]["sensor"]["state"]["state"]
+    assert set(states) == {s.value for s in OperationState}
+
+
+def test_exceptions_translated() -> None:
+    """Every translation_key raised in the code has a message."""
+    used = set(re.findall(r'translation_key="([a-z_]+)"', RAISING))
+    used |= set(re.findall(r'_invalid\(\s*"([a-z_]+)"', RAISING))
+    used |= {f"location_{r}" for r in (
+        "not_found", "not_a_directory", "not_a_mount", "not_writable",
+        "unreachable", "not_responding",
+    )}  # fmt: skip
+    used |= set(
+        re.findall(r'reason = "([a-z_]+)"', (PACKAGE / "errors.py").read_text())
+    )
+    used -= {"location_unavailable"}  # the issue's key, and the base class reason
+    assert used <= set(STRINGS["exceptions"]), used - set(STRINGS["exceptions"])
+
+
+def test_config_errors_translated() -> None:
+    """Each reason validate_location reports is a translated form error."""
+    assert set(CONFIG_REASONS) <= set(STRINGS["config"]["error"])
+
+
+def test_services_described() -> None:
+    """services.yaml, strings.json and icons.json name the same actions and fields."""
+    services = yaml.safe_load((PACKAGE / "services.yaml").read_text())
+    assert set(services) == set(SCHEMAS) == set(STRINGS["services"])
+    assert set(ICONS["services"]) == set(SCHEMAS)
+    for name, schema in SCHEMAS.items():
+        fields = {str(key) for key in schema.schema}
+        assert set(services[name]["fields"]) == fields
+        assert set(STRINGS["services"][name]["fields"]) == fields
+        assert services[name]["fields"]["config_entry_id"]["selector"] == {
+            "config_entry": {"integration": "backup_offload"}
+        }
