@@ -8,9 +8,13 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractContextManager, asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 from homeassistant.core import HomeAssistant
+from pytest_homeassistant_custom_component.common import MockConfigEntry
+
+from custom_components.backup_offload.const import CONF_PATH, CONF_REQUIRE_MOUNT, DOMAIN
 
 
 @asynccontextmanager
@@ -28,3 +32,23 @@ async def in_executor[T](
 async def run[T](hass: HomeAssistant, func: Callable[..., T], *args: Any) -> T:
     """Run a blocking call in the executor."""
     return await hass.async_add_executor_job(func, *args)
+
+
+async def setup_location(
+    hass: HomeAssistant,
+    path: Path,
+    *,
+    require_mount: bool = True,
+    options: dict[str, Any] | None = None,
+) -> MockConfigEntry:
+    """Add and set up a location called NAS at ``path``."""
+    entry = MockConfigEntry(
+        domain=DOMAIN,
+        title="NAS",
+        unique_id=str(path),
+        data={CONF_PATH: str(path), CONF_REQUIRE_MOUNT: require_mount},
+        options=options or {},
+    )
+    entry.add_to_hass(hass)
+    assert await hass.config_entries.async_setup(entry.entry_id)
+    return entry

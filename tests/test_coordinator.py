@@ -9,16 +9,13 @@ import time
 from homeassistant.core import HomeAssistant
 from homeassistant.helpers import issue_registry as ir
 import pytest
-from pytest_homeassistant_custom_component.common import MockConfigEntry
 
 from custom_components.backup_offload.const import (
-    CONF_PATH,
-    CONF_REQUIRE_MOUNT,
     DOMAIN,
     STALE_TEMP_AGE,
 )
 
-from .common import in_executor, run
+from .common import in_executor, run, setup_location
 from .mounts import tmpfs, unmount
 
 
@@ -31,13 +28,7 @@ async def test_down_at_startup_still_loads(
     """A share that is not mounted at startup: loaded, disconnected, repair issue."""
     mount_point = tmp_path / "nas"
     await run(hass, mount_point.mkdir)
-    entry = MockConfigEntry(
-        domain=DOMAIN,
-        title="NAS",
-        data={CONF_PATH: str(mount_point), CONF_REQUIRE_MOUNT: True},
-    )
-    entry.add_to_hass(hass)
-    assert await hass.config_entries.async_setup(entry.entry_id)
+    entry = await setup_location(hass, mount_point)
     assert hass.states.get("binary_sensor.nas_connected").state == "off"
     issue = ir.async_get(hass).async_get_issue(
         DOMAIN, f"location_unavailable_{entry.entry_id}"
@@ -77,13 +68,7 @@ async def test_stale_temporary_files_removed_at_setup(
         os.utime(other, (stale, stale))
 
     await hass.async_add_executor_job(prepare)
-    entry = MockConfigEntry(
-        domain=DOMAIN,
-        title="NAS",
-        data={CONF_PATH: str(location_dir), CONF_REQUIRE_MOUNT: False},
-    )
-    entry.add_to_hass(hass)
-    assert await hass.config_entries.async_setup(entry.entry_id)
+    entry = await setup_location(hass, location_dir, require_mount=False)
     remaining = await hass.async_add_executor_job(
         lambda: sorted(p.name for p in location_dir.iterdir())
     )
@@ -97,13 +82,7 @@ async def test_unmounted_between_refreshes(
     """Unmounting is noticed by the next refresh; remounting recovers."""
     mount_point = tmp_path / "nas"
     async with in_executor(hass, tmpfs(mount_point)):
-        entry = MockConfigEntry(
-            domain=DOMAIN,
-            title="NAS",
-            data={CONF_PATH: str(mount_point), CONF_REQUIRE_MOUNT: True},
-        )
-        entry.add_to_hass(hass)
-        assert await hass.config_entries.async_setup(entry.entry_id)
+        entry = await setup_location(hass, mount_point)
         coordinator = entry.runtime_data.coordinator
         await run(hass, unmount, mount_point)
         await coordinator.async_refresh()

@@ -16,9 +16,9 @@ from pytest_homeassistant_custom_component.components.recorder.common import (
     async_wait_recording_done,
 )
 
-from custom_components.backup_offload.const import CONF_PATH, CONF_REQUIRE_MOUNT, DOMAIN
+from custom_components.backup_offload.const import DOMAIN
 
-from .common import in_executor
+from .common import in_executor, setup_location
 from .mounts import tmpfs
 
 
@@ -88,13 +88,7 @@ async def test_resumed_when_create_fails(
     await hass.async_add_executor_job(grow_database)
     mount_point = tmp_path / "small"
     async with in_executor(hass, tmpfs(mount_point, size="1m")):
-        entry = MockConfigEntry(
-            domain=DOMAIN,
-            title="NAS",
-            data={CONF_PATH: str(mount_point), CONF_REQUIRE_MOUNT: True},
-        )
-        entry.add_to_hass(hass)
-        assert await hass.config_entries.async_setup(entry.entry_id)
+        entry = await setup_location(hass, mount_point)
         calls, spy_lock, spy_unlock = _spy(recorder_mock)
         with (
             patch.object(recorder_mock, "lock_database", spy_lock),

@@ -24,15 +24,13 @@ from pytest_homeassistant_custom_component.common import (
 
 from custom_components.backup_offload.const import (
     CONF_KEEP_COUNT,
-    CONF_PATH,
-    CONF_REQUIRE_MOUNT,
     DOMAIN,
     EVENT_BACKUP_CREATED,
     EVENT_BACKUP_DELETED,
     EVENT_BACKUP_FAILED,
 )
 
-from .common import in_executor, run
+from .common import in_executor, run, setup_location
 from .mounts import tmpfs, unmount
 
 
@@ -104,14 +102,12 @@ async def test_create_encrypted_with_options(
     hass: HomeAssistant, ha_config_dir: Path, location_dir: Path
 ) -> None:
     """The location's password encrypts; verify needs it."""
-    entry = MockConfigEntry(
-        domain=DOMAIN,
-        title="NAS",
-        data={CONF_PATH: str(location_dir), CONF_REQUIRE_MOUNT: False},
+    entry = await setup_location(
+        hass,
+        location_dir,
+        require_mount=False,
         options={"password": "s3cret", "compress": False, "include_database": False},
     )
-    entry.add_to_hass(hass)
-    assert await hass.config_entries.async_setup(entry.entry_id)
     backup = (await _call(hass, "create", entry))["backup"]
     assert backup["protected"] is True
     assert backup["database_included"] is False
@@ -303,13 +299,7 @@ async def test_create_on_unmounted_location(
     mount_point = tmp_path / "nas"
     failed = async_capture_events(hass, EVENT_BACKUP_FAILED)
     async with in_executor(hass, tmpfs(mount_point)):
-        entry = MockConfigEntry(
-            domain=DOMAIN,
-            title="NAS",
-            data={CONF_PATH: str(mount_point), CONF_REQUIRE_MOUNT: True},
-        )
-        entry.add_to_hass(hass)
-        assert await hass.config_entries.async_setup(entry.entry_id)
+        entry = await setup_location(hass, mount_point)
         assert hass.states.get("binary_sensor.nas_connected").state == "on"
         await run(hass, unmount, mount_point)
 
@@ -336,13 +326,7 @@ async def test_create_on_full_disk(
 
     await run(hass, (ha_config_dir / "big.bin").write_bytes, os.urandom(3 << 20))
     async with in_executor(hass, tmpfs(mount_point, size="1m")):
-        entry = MockConfigEntry(
-            domain=DOMAIN,
-            title="NAS",
-            data={CONF_PATH: str(mount_point), CONF_REQUIRE_MOUNT: True},
-        )
-        entry.add_to_hass(hass)
-        assert await hass.config_entries.async_setup(entry.entry_id)
+        entry = await setup_location(hass, mount_point)
         with pytest.raises(HomeAssistantError) as err:
             await _call(hass, "create", entry)
         assert err.value.translation_key == "insufficient_space"

@@ -239,7 +239,8 @@ class LocationManager:
                 CONF_INCLUDE_DATABASE, DEFAULT_INCLUDE_DATABASE
             )
         excludes = [*options.get(CONF_EXCLUDE, []), *(exclude or [])]
-        name = name or f"Backup Offload {dt_util.now().strftime('%Y-%m-%d %H:%M')}"
+        # The file name adds the date; the name says which Home Assistant.
+        name = name or f"Backup Offload {HA_VERSION}"
         loop = self.hass.loop
 
         def report_progress(fraction: float) -> None:

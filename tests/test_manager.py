@@ -1,0 +1,74 @@
+"""Operation state, progress and translated errors of a location."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+from homeassistant.core import Event, EventStateChangedData, HomeAssistant, callback
+from homeassistant.exceptions import HomeAssistantError
+from homeassistant.helpers.event import async_track_state_change_event
+import pytest
+from pytest_homeassistant_custom_component.common import MockConfigEntry
+
+from custom_components.backup_offload.const import DOMAIN
+
+from .common import run
+
+
+async def test_progress_while_creating(
+    hass: HomeAssistant, ha_config_dir: Path, init_integration: MockConfigEntry
+) -> None:
+    """The state sensor shows `creating` with a rising progress, then idle."""
+    for index in range(40):
+        await run(
+            hass, (ha_config_dir / f"file{index}.bin").write_bytes, os.urandom(1 << 18)
+        )
+    seen: list[tuple[str, int | None]] = []
+
+    @callback
+    def record(event: Event[EventStateChangedData]) -> None:
+        state = event.data["new_state"]
+        assert state is not None
+        seen.append((state.state, state.attributes.get("progress")))
+
+    unsub = async_track_state_change_event(hass, "sensor.nas_state", record)
+    await hass.services.async_call(
+        DOMAIN, "create", {"config_entry_id": init_integration.entry_id}, blocking=True
+    )
+    await hass.async_block_till_done()
+    unsub()
+    progress = [p for state, p in seen if state == "creating"]
+    assert progress[0] == 0
+    assert progress == sorted(progress)
+    assert len(set(progress)) > 2, seen
+    assert seen[-1] == ("idle", None)
+
+
+async def test_busy_error_is_translated(
+    hass: HomeAssistant, init_integration: MockConfigEntry
+) -> None:
+    """A run-time error carries the translated English message."""
+    first = hass.async_create_task(
+        hass.services.async_call(
+            DOMAIN,
+            "create",
+            {"config_entry_id": init_integration.entry_id},
+            blocking=True,
+        )
+    )
+    while not init_integration.runtime_data.manager.busy:  # noqa: ASYNC110
+        await asyncio.sleep(0)
+    with pytest.raises(HomeAssistantError) as err:
+        await hass.services.async_call(
+            DOMAIN,
+            "purge",
+            {"config_entry_id": init_integration.entry_id},
+            blocking=True,
+        )
+    assert str(err.value) == (
+        "Location NAS is busy (creating). "
+        "Try again when the current operation has finished"
+    )
+    await first
