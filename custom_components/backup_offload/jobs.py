@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 
@@ -33,6 +33,7 @@ from .location import (
     delete_backup,
     probe,
 )
+from .restore import Extracted, Preview, Staged, extract_selected, preview, stage
 from .retention import select_for_deletion
 
 
@@ -211,3 +212,80 @@ def purge(
     checked()
     purged = _purge(location, retention)
     return purged, _snapshot(location, status)
+
+
+def _found(location: Location, backup_id: str) -> tuple[BackupInfo, Path]:
+    backup = find_backup(location.path, backup_id, location.scanner)
+    return backup, location.path / backup.file
+
+
+def restore_stage(
+    location: Location,
+    backup_id: str,
+    password: str | None,
+    *,
+    is_newer: Callable[[str], bool],
+    checked: Callable[[], None],
+) -> Staged:
+    """Probe, find the backup, validate it and stage a verified local copy.
+
+    The location is only read: one pass copies the archive to this machine
+    and everything else reads the local copy.
+    """
+    _probe(location)
+    checked()
+    backup, path = _found(location, backup_id)
+    return stage(
+        path, backup, password, config_dir=location.config_dir, is_newer=is_newer
+    )
+
+
+def restore_preview(
+    location: Location,
+    backup_id: str,
+    password: str | None,
+    *,
+    patterns: Sequence[str] | None,
+    restore_database: bool,
+    is_newer: Callable[[str], bool],
+    checked: Callable[[], None],
+) -> tuple[BackupInfo, Preview]:
+    """Probe, find the backup, and report what restoring it would change."""
+    _probe(location)
+    checked()
+    backup, path = _found(location, backup_id)
+    return backup, preview(
+        path,
+        backup,
+        password,
+        config_dir=location.config_dir,
+        patterns=patterns,
+        restore_database=restore_database,
+        is_newer=is_newer,
+    )
+
+
+def restore_extract(
+    location: Location,
+    backup_id: str,
+    password: str | None,
+    *,
+    patterns: Sequence[str],
+    checked: Callable[[], None],
+) -> Extracted:
+    """Probe, find the backup, and extract the chosen files next to the config."""
+    _probe(location)
+    checked()
+    backup, path = _found(location, backup_id)
+    return extract_selected(
+        path, backup, password, config_dir=location.config_dir, patterns=patterns
+    )
+
+
+def keep_all(retention: Retention) -> Retention:
+    """Return ``retention`` that deletes nothing (for a safety backup).
+
+    A safety backup must not make retention delete the backup that is about
+    to be restored; retention runs again with the next backup.
+    """
+    return replace(retention, keep_count=0, keep_days=0)

@@ -10,7 +10,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
-from contextlib import AbstractContextManager, asynccontextmanager, contextmanager
+from contextlib import (
+    AbstractAsyncContextManager,
+    AbstractContextManager,
+    asynccontextmanager,
+    contextmanager,
+)
 from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
@@ -39,6 +44,8 @@ from .const import (
     EVENT_BACKUP_DELETED,
     EVENT_BACKUP_FAILED,
     LOGGER,
+    RESTORE_FAILURES,
+    RESTORING,
     OperationState,
 )
 from .errors import (
@@ -50,6 +57,7 @@ from .errors import (
     UnsupportedFormatError,
     WrongPasswordError,
 )
+from .restore import RestoreInputError
 
 if TYPE_CHECKING:
     from .archive import BackupInfo, VerifyResult
@@ -57,7 +65,7 @@ if TYPE_CHECKING:
     from .runner import LocationRunner
 
 # Errors that are the caller's input, not a failure of the location.
-_VALIDATION_ERRORS = (BackupNotFoundError, WrongPasswordError)
+_VALIDATION_ERRORS = (BackupNotFoundError, WrongPasswordError, RestoreInputError)
 # Problems `verify` reports in its response instead of raising.
 _VERIFY_PROBLEMS = (CorruptBackupError, InvalidBackupError, UnsupportedFormatError)
 
@@ -126,7 +134,12 @@ class LocationManager:
         self.instance_id = instance_id
         self.state = OperationState.IDLE
         self.progress: int | None = None
-        self.last_failure: Failure | None = None
+        # A restore that failed at startup is reported before the locations
+        # are set up (restorer.async_report_restore_result).
+        failures: dict[str, Failure] = hass.data.get(DOMAIN, {}).get(
+            RESTORE_FAILURES, {}
+        )
+        self.last_failure: Failure | None = failures.pop(entry.entry_id, None)
         self._lock = asyncio.Lock()
 
     @property
@@ -158,26 +171,51 @@ class LocationManager:
             self.progress = percent
             self.coordinator.async_update_listeners()
 
-    def _fire(self, event: str, **data: Any) -> None:
+    def fire(self, event: str, **data: Any) -> None:
+        """Fire one of the integration's events for this location."""
         self.hass.bus.async_fire(
             event,
             {"config_entry_id": self.entry.entry_id, "location": self.entry.title}
             | data,
         )
 
+    def _busy(self, location: str, state: str) -> HomeAssistantError:
+        return HomeAssistantError(
+            translation_domain=DOMAIN,
+            translation_key="busy",
+            translation_placeholders={"location": location, "state": state},
+        )
+
+    def check_idle(self, *, exclusive: bool = False) -> None:
+        """Raise `busy` unless this location (or, if exclusive, every one) is idle.
+
+        While a restore runs anywhere, every location refuses operations: a
+        backup must not capture a configuration in the middle of a restore.
+        """
+        restoring = self.hass.data.get(DOMAIN, {}).get(RESTORING)
+        if restoring:
+            raise self._busy(restoring, OperationState.RESTORING.value)
+        if self._lock.locked():
+            raise self._busy(self.entry.title, self.state.value)
+        if not exclusive:
+            return
+        for entry in self.hass.config_entries.async_loaded_entries(DOMAIN):
+            other: LocationManager = entry.runtime_data.manager
+            if other.busy:
+                raise self._busy(other.entry.title, other.state.value)
+
     @asynccontextmanager
-    async def _operation(self, state: OperationState) -> AsyncIterator[None]:
-        """Hold the location for one operation; record and translate failures."""
-        if self._lock.locked() or self.hass.data.get(DOMAIN, {}).get("restoring"):
-            raise HomeAssistantError(
-                translation_domain=DOMAIN,
-                translation_key="busy",
-                translation_placeholders={
-                    "location": self.entry.title,
-                    "state": self.state.value,
-                },
-            )
+    async def _operation(
+        self, state: OperationState, *, exclusive: bool = False
+    ) -> AsyncIterator[None]:
+        """Hold the location for one operation; record and translate failures.
+
+        ``exclusive`` (a restore) also holds every other location.
+        """
+        self.check_idle(exclusive=exclusive)
         async with self._lock:
+            if exclusive:
+                self.hass.data.setdefault(DOMAIN, {})[RESTORING] = self.entry.title
             self._set_state(state, 0 if state is OperationState.CREATING else None)
             try:
                 yield
@@ -186,7 +224,15 @@ class LocationManager:
                     self._record_failure(state, err)
                 raise to_ha_error(err, self.entry.title) from err
             finally:
+                if exclusive:
+                    self.hass.data[DOMAIN].pop(RESTORING, None)
                 self._set_state(OperationState.IDLE)
+
+    def operation(
+        self, state: OperationState, *, exclusive: bool = False
+    ) -> AbstractAsyncContextManager[None]:
+        """Hold the location for an operation run by another module (restore)."""
+        return self._operation(state, exclusive=exclusive)
 
     @callback
     def _record_failure(self, state: OperationState, err: BackupOffloadError) -> None:
@@ -231,6 +277,35 @@ class LocationManager:
         exclude: Sequence[str] | None = None,
     ) -> dict[str, Any]:
         """Create a backup, apply retention, and return its metadata."""
+        # The file name adds the date; the name says which Home Assistant.
+        name = name or f"Backup Offload {HA_VERSION}"
+        try:
+            async with self._operation(OperationState.CREATING):
+                outcome = await self.run_create(
+                    name=name,
+                    password=password,
+                    include_database=include_database,
+                    exclude=exclude,
+                )
+        except HomeAssistantError as err:
+            self.fire(EVENT_BACKUP_FAILED, name=name, error=str(err))
+            raise
+        return self.apply_created(outcome)
+
+    async def run_create(
+        self,
+        *,
+        name: str,
+        password: str | None = None,
+        include_database: bool | None = None,
+        exclude: Sequence[str] | None = None,
+        keep_all: bool = False,
+    ) -> jobs.CreateOutcome:
+        """Run the create job; the caller holds the operation.
+
+        Options not given are the location's. ``keep_all`` skips retention
+        (a safety backup before a restore). Raises the core's errors.
+        """
         options = self.entry.options
         if password is None:
             password = options.get(CONF_PASSWORD) or None
@@ -239,38 +314,38 @@ class LocationManager:
                 CONF_INCLUDE_DATABASE, DEFAULT_INCLUDE_DATABASE
             )
         excludes = [*options.get(CONF_EXCLUDE, []), *(exclude or [])]
-        # The file name adds the date; the name says which Home Assistant.
-        name = name or f"Backup Offload {HA_VERSION}"
+        retention = self._retention()
+        if keep_all:
+            retention = jobs.keep_all(retention)
         loop = self.hass.loop
 
         def report_progress(fraction: float) -> None:
             loop.call_soon_threadsafe(self._set_progress, fraction)
 
-        try:
-            async with self._operation(OperationState.CREATING):
-                outcome = await self.runner.run_checked(
-                    partial(
-                        jobs.create,
-                        name=name,
-                        password=password,
-                        include_database=bool(include_database),
-                        excludes=excludes,
-                        compress=options.get(CONF_COMPRESS, DEFAULT_COMPRESS),
-                        homeassistant_version=HA_VERSION,
-                        progress=report_progress,
-                        database_lock=self._database_lock(),
-                    ),
-                    self.coordinator.location,
-                    self._retention(),
-                )
-        except HomeAssistantError as err:
-            self._fire(EVENT_BACKUP_FAILED, name=name, error=str(err))
-            raise
+        return await self.runner.run_checked(
+            partial(
+                jobs.create,
+                name=name,
+                password=password,
+                include_database=bool(include_database),
+                excludes=excludes,
+                compress=options.get(CONF_COMPRESS, DEFAULT_COMPRESS),
+                homeassistant_version=HA_VERSION,
+                progress=report_progress,
+                database_lock=self._database_lock(),
+            ),
+            self.coordinator.location,
+            retention,
+        )
+
+    @callback
+    def apply_created(self, outcome: jobs.CreateOutcome) -> dict[str, Any]:
+        """Apply a create job's result: listing, events; return the response."""
         self.coordinator.async_set_snapshot(outcome.snapshot)
         info = outcome.result.info
-        self._fire(EVENT_BACKUP_CREATED, backup_id=info.backup_id, name=info.name)
+        self.fire(EVENT_BACKUP_CREATED, backup_id=info.backup_id, name=info.name)
         for backup in outcome.purged:
-            self._fire(
+            self.fire(
                 EVENT_BACKUP_DELETED, backup_id=backup.backup_id, name=backup.name
             )
         return {
@@ -286,7 +361,7 @@ class LocationManager:
                 jobs.delete, self.coordinator.location, backup_id
             )
         self.coordinator.async_set_snapshot(snapshot)
-        self._fire(EVENT_BACKUP_DELETED, backup_id=backup.backup_id, name=backup.name)
+        self.fire(EVENT_BACKUP_DELETED, backup_id=backup.backup_id, name=backup.name)
         return {"backup": backup_to_dict(backup, self.instance_id)}
 
     async def async_verify(
@@ -317,13 +392,25 @@ class LocationManager:
             )
         self.coordinator.async_set_snapshot(snapshot)
         for backup in purged:
-            self._fire(
+            self.fire(
                 EVENT_BACKUP_DELETED, backup_id=backup.backup_id, name=backup.name
             )
         return {"deleted": [backup_to_dict(b, self.instance_id) for b in purged]}
 
     async def async_list(self) -> dict[str, Any]:
-        """List every backup in the location, newest first (fresh, not cached)."""
+        """List every backup in the location, newest first.
+
+        The listing is read fresh, except while another job holds the
+        location (a backup being written): then the last listing is returned
+        with ``cached: true`` instead of waiting for it.
+        """
+        data = self.coordinator.data
+        if self.runner.running and not self.runner.stuck and data.available:
+            return {
+                "backups": [backup_to_dict(b, self.instance_id) for b in data.backups],
+                "invalid": data.invalid,
+                "cached": True,
+            }
         try:
             snapshot = await self.runner.run(jobs.refresh, self.coordinator.location)
         except BackupOffloadError as err:
@@ -333,6 +420,7 @@ class LocationManager:
         return {
             "backups": [backup_to_dict(b, self.instance_id) for b in snapshot.backups],
             "invalid": snapshot.invalid,
+            "cached": False,
         }
 
 

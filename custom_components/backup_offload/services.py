@@ -22,18 +22,26 @@ import voluptuous as vol
 from .const import CONF_INCLUDE_DATABASE, CONF_PASSWORD, DOMAIN
 from .coordinator import BackupOffloadConfigEntry
 from .manager import LocationManager
+from .restore import pattern_is_forbidden
+from .restorer import async_restore
 from .validation import is_valid_backup_id, is_valid_glob
 
 ATTR_CONFIG_ENTRY_ID = "config_entry_id"
 ATTR_BACKUP_ID = "backup_id"
 ATTR_NAME = "name"
 ATTR_EXCLUDE = "exclude"
+ATTR_RESTORE_DATABASE = "restore_database"
+ATTR_PATHS = "paths"
+ATTR_RESTART = "restart"
+ATTR_SAFETY_BACKUP = "safety_backup"
+ATTR_DRY_RUN = "dry_run"
 
 SERVICE_CREATE = "create"
 SERVICE_DELETE = "delete"
 SERVICE_LIST = "list"
 SERVICE_VERIFY = "verify"
 SERVICE_PURGE = "purge"
+SERVICE_RESTORE = "restore"
 
 _ENTRY: dict[vol.Marker, Any] = {vol.Required(ATTR_CONFIG_ENTRY_ID): cv.string}
 _BACKUP: dict[vol.Marker, Any] = {
@@ -55,6 +63,17 @@ SCHEMAS: dict[str, vol.Schema] = {
     SERVICE_LIST: vol.Schema(_ENTRY),
     SERVICE_VERIFY: vol.Schema({**_BACKUP, vol.Optional(CONF_PASSWORD): cv.string}),
     SERVICE_PURGE: vol.Schema(_ENTRY),
+    SERVICE_RESTORE: vol.Schema(
+        {
+            **_BACKUP,
+            vol.Optional(CONF_PASSWORD): cv.string,
+            vol.Optional(ATTR_RESTORE_DATABASE, default=True): cv.boolean,
+            vol.Optional(ATTR_PATHS): vol.All(cv.ensure_list, [cv.string]),
+            vol.Optional(ATTR_RESTART, default=True): cv.boolean,
+            vol.Optional(ATTR_SAFETY_BACKUP, default=True): cv.boolean,
+            vol.Optional(ATTR_DRY_RUN, default=False): cv.boolean,
+        }
+    ),
 }
 
 type Handler = Callable[[LocationManager, ServiceCall], Awaitable[dict[str, Any]]]
@@ -116,12 +135,44 @@ async def _purge(manager: LocationManager, call: ServiceCall) -> dict[str, Any]:
     return await manager.async_purge()
 
 
+def _restore_paths(call: ServiceCall) -> list[str] | None:
+    """Return the paths of a partial restore, None for a full one."""
+    if ATTR_PATHS not in call.data:
+        return None
+    paths: list[str] = [path.strip() for path in call.data[ATTR_PATHS]]
+    if not paths:
+        # An emptied field must not turn into a full restore with a restart.
+        raise _invalid("restore_paths_empty")
+    for path in paths:
+        if not is_valid_glob(path):
+            raise _invalid("invalid_restore_path", pattern=path)
+        if pattern_is_forbidden(path):
+            raise _invalid("restore_path_forbidden", pattern=path)
+    return paths
+
+
+async def _restore(manager: LocationManager, call: ServiceCall) -> dict[str, Any]:
+    backup_id = _backup_id(call)
+    paths = _restore_paths(call)
+    return await async_restore(
+        manager,
+        backup_id=backup_id,
+        password=call.data.get(CONF_PASSWORD),
+        restore_database=call.data[ATTR_RESTORE_DATABASE],
+        paths=paths,
+        restart=call.data[ATTR_RESTART],
+        safety_backup=call.data[ATTR_SAFETY_BACKUP],
+        dry_run=call.data[ATTR_DRY_RUN],
+    )
+
+
 HANDLERS: dict[str, tuple[Handler, SupportsResponse]] = {
     SERVICE_CREATE: (_create, SupportsResponse.OPTIONAL),
     SERVICE_DELETE: (_delete, SupportsResponse.OPTIONAL),
     SERVICE_LIST: (_list, SupportsResponse.ONLY),
     SERVICE_VERIFY: (_verify, SupportsResponse.OPTIONAL),
     SERVICE_PURGE: (_purge, SupportsResponse.OPTIONAL),
+    SERVICE_RESTORE: (_restore, SupportsResponse.OPTIONAL),
 }
 
 

@@ -1,0 +1,797 @@
+"""The restore core: staging, partial restore, dry run, result after a start.
+
+Plain functions on real files, like the other engine tests; they run without
+Home Assistant too (``scripts/test-securetar``), except the one that hands
+a staged backup to Home Assistant's own restore.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+import dataclasses
+import errno
+import hashlib
+import importlib.util
+import json
+import os
+from pathlib import Path
+import shutil
+import tarfile
+from typing import Any
+
+import pytest
+
+from custom_components.backup_offload import restore
+from custom_components.backup_offload.archive import BackupInfo, create_backup
+from custom_components.backup_offload.errors import (
+    BackupNotFoundError,
+    CorruptBackupError,
+    LocationUnavailableError,
+    UnsafeArchiveError,
+    WrongPasswordError,
+)
+from custom_components.backup_offload.listing import find_backup
+from custom_components.backup_offload.restore import (
+    MARKER_NAME,
+    STAGING_DIR,
+    BackupTooNewError,
+    NothingToRestoreError,
+    NotRestorableError,
+    RestorePathError,
+    RestoreResult,
+    RestoreWriteError,
+    StagingError,
+    StagingSpaceError,
+)
+
+from .helpers import PASSWORD, backup_json, build_archive, member, write
+
+HAS_HOME_ASSISTANT = importlib.util.find_spec("homeassistant") is not None
+
+
+def never_newer(version: str) -> bool:
+    """Accept every Home Assistant version."""
+    return False
+
+
+def make_backup(
+    config: Path, location: Path, password: str | None = None, compress: bool = True
+) -> tuple[BackupInfo, Path]:
+    """Back up ``config`` into ``location``; return its info and path."""
+    info = create_backup(
+        config,
+        location,
+        name="Engine",
+        password=password,
+        include_database=True,
+        excludes=[],
+        compress=compress,
+        homeassistant_version="2025.1.0",
+        instance_id="instance-1",
+    ).info
+    return info, location / info.file
+
+
+def crafted(
+    location: Path, members: list[Any], **metadata: Any
+) -> tuple[BackupInfo, Path]:
+    """Write a hand-made backup; return its info and path."""
+    compress = metadata.pop("compress", True)
+    inner_name = metadata.pop("inner_name", None)
+    path = build_archive(
+        location / "crafted.tar",
+        members,
+        compress=compress,
+        metadata=backup_json(compressed=compress, **metadata),
+        inner_name=inner_name,
+    )
+    return find_backup(location, metadata.get("slug", "abcd1234")), path
+
+
+def digest(path: Path) -> str:
+    """Return a file's SHA-256."""
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture
+def target(tmp_path: Path) -> Path:
+    """A second config directory to restore into."""
+    path = tmp_path / "target"
+    write(path / "configuration.yaml", "target: true\n")
+    write(path / "automations.yaml", "- broken\n")
+    return path
+
+
+# --- full restore -------------------------------------------------------------
+
+
+def test_stage(
+    config: Path, location: Path, target: Path, kind: tuple[str | None, bool]
+) -> None:
+    """The staged copy is verified and complete; only it was added."""
+    password, compress = kind
+    info, path = make_backup(config, location, password, compress)
+    staged = restore.stage(
+        path, info, password, config_dir=target, is_newer=never_newer
+    )
+    assert staged.path == target / STAGING_DIR / f"backup_offload_{info.backup_id}.tar"
+    assert digest(staged.path) == digest(path)
+    assert staged.password == password
+    assert staged.created_dir is True
+    assert staged.verified.members > 10
+    assert sorted(p.name for p in staged.path.parent.iterdir()) == [staged.path.name]
+    restore.discard_staged(staged)
+    assert not (target / STAGING_DIR).exists()
+
+
+@pytest.mark.skipif(not HAS_HOME_ASSISTANT, reason="needs Home Assistant")
+def test_home_assistant_restores_the_staged_copy(
+    config: Path, location: Path, target: Path, kind: tuple[str | None, bool]
+) -> None:
+    """Home Assistant's own restore at startup consumes what was staged."""
+    from homeassistant.backup_restore import restore_backup
+
+    password, compress = kind
+    info, path = make_backup(config, location, password, compress)
+    staged = restore.stage(
+        path, info, password, config_dir=target, is_newer=never_newer
+    )
+    restore.write_instruction(
+        staged,
+        config_dir=target,
+        instruction_name=".HA_RESTORE",
+        instruction={
+            "path": staged.path.as_posix(),
+            "password": staged.password,
+            "remove_after_restore": True,
+            "restore_database": True,
+            "restore_homeassistant": True,
+        },
+        marker={"name": info.name},
+    )
+    assert restore_backup(str(target)) is True
+    assert json.loads((target / ".HA_RESTORE_RESULT").read_text())["success"]
+    for rel in ("automations.yaml", "www/big.bin", ".storage/auth"):
+        assert digest(target / rel) == digest(config / rel), rel
+    assert (target / "configuration.yaml").read_text() != "target: true\n"
+    # The backup has an empty tmp_backups (its archives are left out).
+    assert list((target / STAGING_DIR).iterdir()) == []
+    outcome = restore.collect_outcome(
+        target, instruction_name=".HA_RESTORE", result_name=".HA_RESTORE_RESULT"
+    )
+    assert outcome.result == RestoreResult(success=True)
+    assert outcome.marker is None
+
+
+def test_stage_keeps_an_existing_staging_dir_and_older_copy(
+    config: Path, location: Path, target: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A failure removes only this attempt's files."""
+    info, path = make_backup(config, location)
+    older = write(target / STAGING_DIR / f"backup_offload_{info.backup_id}.tar", "x")
+    real_free = restore._free_bytes
+    temp_dir = os.path.realpath(restore.tempfile.gettempdir())
+
+    def free(where: Path) -> int:
+        # Plenty for the copy, none for Home Assistant's unpacking at startup.
+        return 0 if os.path.realpath(where) == temp_dir else real_free(where)
+
+    monkeypatch.setattr(restore, "_free_bytes", free)
+    with pytest.raises(StagingSpaceError, match="restore at startup"):
+        restore.stage(path, info, None, config_dir=target, is_newer=never_newer)
+    assert [p.name for p in (target / STAGING_DIR).iterdir()] == [older.name]
+    assert older.read_text() == "x"
+
+
+def test_stage_space_checks(
+    config: Path, location: Path, target: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No room for the copy, or no answer from statvfs: refused, nothing left."""
+    info, path = make_backup(config, location)
+    before = sorted(target.rglob("*"))
+    monkeypatch.setattr(restore, "_free_bytes", lambda where: 1000)
+    with pytest.raises(StagingSpaceError) as err:
+        restore.stage(path, info, None, config_dir=target, is_newer=never_newer)
+    assert err.value.placeholders["free"] == "1000"
+
+    def broken(where: Path) -> int:
+        raise OSError(errno.EIO, "I/O error")
+
+    monkeypatch.setattr(restore, "_free_bytes", broken)
+    with pytest.raises(StagingError):
+        restore.stage(path, info, None, config_dir=target, is_newer=never_newer)
+    assert sorted(target.rglob("*")) == before
+
+
+def test_stage_checksum(config: Path, location: Path, target: Path) -> None:
+    """The copy must match the location's checksum file, which must be sane."""
+    info, path = make_backup(config, location)
+    sidecar = Path(f"{path}.sha256")
+    sidecar.write_text("0" * 64 + "  " + path.name + "\n")
+    with pytest.raises(CorruptBackupError, match="checksum"):
+        restore.stage(path, info, None, config_dir=target, is_newer=never_newer)
+    sidecar.write_text("not a checksum\n")
+    with pytest.raises(CorruptBackupError, match="sha256sum format"):
+        restore.stage(path, info, None, config_dir=target, is_newer=never_newer)
+    sidecar.unlink()
+    sidecar.mkdir()
+    with pytest.raises(LocationUnavailableError):
+        restore.stage(path, info, None, config_dir=target, is_newer=never_newer)
+    assert not (target / STAGING_DIR).exists()
+
+
+def test_read_sidecar(tmp_path: Path) -> None:
+    """The location's checksum file: absent, sane, garbage, unreadable."""
+    archive = tmp_path / "a.tar"
+    sidecar = tmp_path / "a.tar.sha256"
+    assert restore._read_sidecar(archive) is None
+    sidecar.write_text("AB" * 32 + "  a.tar\n")
+    assert restore._read_sidecar(archive) == "ab" * 32
+    sidecar.write_text("garbage\n")
+    with pytest.raises(CorruptBackupError):
+        restore._read_sidecar(archive)
+    sidecar.unlink()
+    sidecar.mkdir()
+    with pytest.raises(LocationUnavailableError):
+        restore._read_sidecar(archive)
+
+
+def test_discard_keeps_a_staging_dir_it_did_not_make(
+    config: Path, location: Path, target: Path
+) -> None:
+    """Home Assistant's own tmp_backups stays when a staged copy goes."""
+    (target / STAGING_DIR).mkdir()
+    info, path = make_backup(config, location)
+    staged = restore.stage(path, info, None, config_dir=target, is_newer=never_newer)
+    assert staged.created_dir is False
+    restore.discard_staged(staged)
+    assert list((target / STAGING_DIR).iterdir()) == []
+
+
+def test_stage_verify_and_rename_failures(
+    config: Path, location: Path, target: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A local read error of the copy, a failed rename: nothing is left."""
+    info, path = make_backup(config, location)
+
+    def unreadable(*args: Any) -> Any:
+        raise LocationUnavailableError("EIO", "unreachable")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(restore, "verify_backup", unreadable)
+        with pytest.raises(StagingError, match="staged copy"):
+            restore.stage(path, info, None, config_dir=target, is_newer=never_newer)
+    assert not (target / STAGING_DIR).exists()
+
+    def no_fsync(directory: Path) -> None:
+        raise OSError(errno.EIO, "I/O error")
+
+    monkeypatch.setattr(restore, "_fsync_dir", no_fsync)
+    with pytest.raises(StagingError, match="Renaming"):
+        restore.stage(path, info, None, config_dir=target, is_newer=never_newer)
+    assert not (target / STAGING_DIR).exists()
+
+
+def test_check_version() -> None:
+    """No Home Assistant part, an unreadable version, a newer version."""
+    info = BackupInfo(
+        backup_id="a",
+        name="Old",
+        date="2026-01-01T00:00:00+00:00",
+        size=1,
+        protected=False,
+        compressed=True,
+        database_included=True,
+        homeassistant_version=None,
+        file="a.tar",
+        instance_id=None,
+        made_by_us=False,
+    )
+    with pytest.raises(NotRestorableError, match="no Home Assistant"):
+        restore.check_version(info, never_newer)
+    info = dataclasses.replace(info, homeassistant_version="2999.1")
+
+    def fails(version: str) -> bool:
+        raise ValueError(version)
+
+    with pytest.raises(NotRestorableError, match="cannot be compared"):
+        restore.check_version(info, fails)
+    with pytest.raises(BackupTooNewError) as err:
+        restore.check_version(info, lambda version: True)
+    assert err.value.placeholders["backup_version"] == "2999.1"
+    restore.check_version(info, never_newer)
+
+
+def test_check_start(location: Path) -> None:
+    """The inner archive must be named as Home Assistant's restore expects."""
+    info, path = crafted(
+        location,
+        [member("data/a.yaml", b"a: 1\n")],
+        compress=True,
+        inner_name="homeassistant.tar",
+    )
+    with pytest.raises(NotRestorableError, match=r"looks for homeassistant\.tar\.gz"):
+        restore.check_start(path, info, None)
+
+
+def test_check_start_password(config: Path, location: Path) -> None:
+    """A wrong or missing password is found at the start of the archive."""
+    info, path = make_backup(config, location, PASSWORD)
+    restore.check_start(path, info, PASSWORD)
+    for password in (None, "wrong"):
+        with pytest.raises(WrongPasswordError):
+            restore.check_start(path, info, password)
+
+
+def test_effective_password(config: Path, location: Path) -> None:
+    """An unencrypted backup gets no password, whatever the location's is."""
+    info, _ = make_backup(config, location)
+    assert restore.effective_password(info, "location password") is None
+
+
+# --- copying ------------------------------------------------------------------
+
+
+class _FailingFile:
+    """A file object whose write or flush fails."""
+
+    def __init__(self, fd: int, *, fail: str, code: int) -> None:
+        self._fd = fd
+        self._fail = fail
+        self._code = code
+
+    def __enter__(self) -> _FailingFile:
+        return self
+
+    def __exit__(self, *args: object) -> None:
+        os.close(self._fd)
+
+    def fileno(self) -> int:
+        return self._fd
+
+    def write(self, data: bytes) -> int:
+        if self._fail == "write":
+            raise OSError(self._code, os.strerror(self._code))
+        return len(data)
+
+    def flush(self) -> None:
+        raise OSError(self._code, os.strerror(self._code))
+
+
+@pytest.mark.parametrize(
+    ("fail", "code", "error"),
+    [
+        ("write", errno.ENOSPC, StagingSpaceError),
+        ("write", errno.EIO, StagingError),
+        ("flush", errno.EIO, StagingError),
+    ],
+)
+def test_copy_write_errors(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    fail: str,
+    code: int,
+    error: type[Exception],
+) -> None:
+    """Errors writing the copy are this machine's, by errno."""
+    source = write(tmp_path / "a.tar", "data")
+    monkeypatch.setattr(
+        restore.os,
+        "fdopen",
+        lambda fd, mode: _FailingFile(fd, fail=fail, code=code),
+    )
+    with pytest.raises(error):
+        restore._copy(source, tmp_path / "copy")
+
+
+def test_copy_read_errors(tmp_path: Path) -> None:
+    """Errors reading the source are the location's."""
+    with pytest.raises(BackupNotFoundError):
+        restore._copy(tmp_path / "missing.tar", tmp_path / "copy")
+    with pytest.raises(LocationUnavailableError):
+        restore._copy(tmp_path, tmp_path / "copy")
+    # Reading /proc/self/mem at offset 0 fails with EIO.
+    with pytest.raises(LocationUnavailableError):
+        restore._copy(Path("/proc/self/mem"), tmp_path / "copy2")
+    source = write(tmp_path / "a.tar", "data")
+    with pytest.raises(StagingError):
+        restore._copy(source, source)  # the target must be new
+
+
+def test_fsync_dir_tolerates_file_systems_that_cannot(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """EINVAL (CIFS) is fine; other errors are not."""
+    for code, raises in ((errno.EINVAL, False), (errno.EIO, True)):
+
+        def fsync(fd: int, code: int = code) -> None:
+            raise OSError(code, os.strerror(code))
+
+        monkeypatch.setattr(restore.os, "fsync", fsync)
+        if raises:
+            with pytest.raises(OSError):
+                restore._fsync_dir(tmp_path)
+        else:
+            restore._fsync_dir(tmp_path)
+
+
+def test_ensure_dir(tmp_path: Path) -> None:
+    """The staging directory: created, reused, or a clear error."""
+    assert restore._ensure_dir(tmp_path / "new") is True
+    assert restore._ensure_dir(tmp_path / "new") is False
+    write(tmp_path / "file", "x")
+    with pytest.raises(StagingError, match="not a directory"):
+        restore._ensure_dir(tmp_path / "file")
+    with pytest.raises(StagingError):
+        restore._ensure_dir(tmp_path / "missing" / "deep")
+
+
+def test_write_instruction_failures(
+    config: Path, location: Path, target: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The instruction is written last; if it fails, the marker goes too."""
+    info, path = make_backup(config, location)
+    staged = restore.stage(path, info, None, config_dir=target, is_newer=never_newer)
+    (target / ".HA_RESTORE").mkdir()  # cannot be replaced by a file
+    with pytest.raises(StagingError):
+        restore.write_instruction(
+            staged,
+            config_dir=target,
+            instruction_name=".HA_RESTORE",
+            instruction={},
+            marker={},
+        )
+    assert sorted(p.name for p in staged.path.parent.iterdir()) == [staged.path.name]
+    assert [p.name for p in target.iterdir() if p.name.startswith(".")] == [
+        ".HA_RESTORE"
+    ]
+
+
+# --- partial restore ----------------------------------------------------------
+
+
+def test_partial_restore(config: Path, location: Path, target: Path) -> None:
+    """Files, links and hard links come back; parents are created."""
+    info, path = make_backup(config, location)
+    extracted = restore.extract_selected(
+        path,
+        info,
+        None,
+        config_dir=target,
+        patterns=["automations.yaml", "themes", "blueprints/*", "www/images"],
+    )
+    assert extracted.temp_dir.parent == target
+    restored = restore.apply_files(extracted, config_dir=target)
+    assert set(restored) == {
+        "automations.yaml",
+        "themes/current.yaml",
+        "blueprints/a.yaml",
+        "blueprints/a-hardlink.yaml",
+        "www/images/Küche mit Blick.png",
+    }
+    assert (target / "automations.yaml").read_text() == "[]\n"
+    assert os.readlink(target / "themes/current.yaml") == "../configuration.yaml"
+    assert digest(target / "blueprints/a-hardlink.yaml") == digest(
+        config / "blueprints/a.yaml"
+    )
+    assert not extracted.temp_dir.exists()
+
+
+@pytest.mark.parametrize(
+    ("prepare", "rel", "match"),
+    [
+        (lambda t: write(t / "packages", "a file"), "packages/x.yaml", "is a file"),
+        (lambda t: (t / "x.yaml").mkdir(), "x.yaml", "is a directory"),
+        (lambda t: (t / "store").symlink_to(".storage"), "store/core", "never"),
+        (
+            lambda t: (t / "out").symlink_to(t.parent),
+            "out/x.yaml",
+            "leads outside",
+        ),
+    ],
+)
+def test_partial_restore_destinations(
+    location: Path,
+    target: Path,
+    prepare: Callable[[Path], object],
+    rel: str,
+    match: str,
+) -> None:
+    """A destination that conflicts or leads elsewhere refuses the restore."""
+    info, path = crafted(location, [member(f"data/{rel}", b"new\n")])
+    (target / ".storage").mkdir()
+    prepare(target)
+    before = {p: p.lstat().st_mtime_ns for p in target.rglob("*")}
+    with pytest.raises(RestorePathError, match=match):
+        restore.extract_selected(path, info, None, config_dir=target, patterns=[rel])
+    with pytest.raises(RestorePathError, match=match):
+        restore.preview(
+            path,
+            info,
+            None,
+            config_dir=target,
+            patterns=[rel],
+            restore_database=True,
+            is_newer=never_newer,
+        )
+    assert {p: p.lstat().st_mtime_ns for p in target.rglob("*")} == before
+
+
+def test_partial_restore_refuses_forbidden_matches(
+    config: Path, location: Path, target: Path
+) -> None:
+    """A broad pattern that reaches .storage refuses the restore."""
+    info, path = make_backup(config, location)
+    with pytest.raises(RestorePathError, match=r"\.storage"):
+        restore.extract_selected(path, info, None, config_dir=target, patterns=["*"])
+    with pytest.raises(NothingToRestoreError):
+        restore.extract_selected(
+            path, info, None, config_dir=target, patterns=["empty_dir"]
+        )
+    assert sorted(p.name for p in target.iterdir()) == [
+        "automations.yaml",
+        "configuration.yaml",
+    ]
+
+
+def test_apply_across_file_systems(
+    config: Path, location: Path, target: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A destination on another file system: copied next to it, then renamed."""
+    info, path = make_backup(config, location)
+    extracted = restore.extract_selected(
+        path, info, None, config_dir=target, patterns=["automations.yaml"]
+    )
+    real_replace = Path.replace
+
+    def replace(self: Path, other: Path) -> Path:
+        if extracted.temp_dir in self.parents:
+            raise OSError(errno.EXDEV, "Invalid cross-device link")
+        return real_replace(self, other)
+
+    monkeypatch.setattr(Path, "replace", replace)
+    assert restore.apply_files(extracted, config_dir=target) == ["automations.yaml"]
+    assert (target / "automations.yaml").read_text() == "[]\n"
+    assert not [p for p in target.iterdir() if p.name.startswith(".backup_offload")]
+
+
+def test_apply_failures(
+    config: Path, location: Path, target: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A failing rename or copy: an error that lists what was restored."""
+    info, path = make_backup(config, location)
+
+    def extract() -> restore.Extracted:
+        return restore.extract_selected(
+            path,
+            info,
+            None,
+            config_dir=target,
+            patterns=["automations.yaml", "secrets.yaml"],
+        )
+
+    real_replace = Path.replace
+
+    def failing(self: Path, other: Path) -> Path:
+        if self.name == "secrets.yaml":
+            raise OSError(errno.EXDEV, "Invalid cross-device link")
+        return real_replace(self, other)
+
+    def no_copy(*args: Any, **kwargs: Any) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Path, "replace", failing)
+    monkeypatch.setattr(restore.shutil, "copy2", no_copy)
+    extracted = extract()
+    with pytest.raises(RestoreWriteError) as err:
+        restore.apply_files(extracted, config_dir=target)
+    assert err.value.placeholders["restored"] == "automations.yaml"
+    assert not extracted.temp_dir.exists()
+    assert not [p for p in target.iterdir() if p.name.startswith(".backup_offload")]
+
+    def eio(self: Path, other: Path) -> Path:
+        raise OSError(errno.EIO, "I/O error")
+
+    monkeypatch.setattr(Path, "replace", eio)
+    extracted = extract()
+    with pytest.raises(RestoreWriteError) as err:
+        restore.apply_files(extracted, config_dir=target)
+    assert err.value.placeholders["restored"] == "none"
+    restore.discard_extracted(extracted)
+
+
+# --- dry run ------------------------------------------------------------------
+
+
+def test_preview_of_the_same_config(config: Path, location: Path) -> None:
+    """Restoring a config's own backup: only what backups leave out goes."""
+    info, path = make_backup(config, location)
+    os.mkfifo(config / "fifo")
+    diff = restore.preview(
+        path,
+        info,
+        None,
+        config_dir=config,
+        patterns=None,
+        restore_database=False,
+        is_newer=never_newer,
+    )
+    assert diff.added == []
+    assert diff.changed == []
+    assert "home-assistant.log" in diff.removed
+    assert "tts/.keep" in diff.removed
+    assert "fifo" in diff.removed
+    assert "backups/old.tar" not in diff.removed
+    assert "home-assistant_v2.db" not in diff.removed
+    assert diff.unchanged > 10
+
+
+def test_preview_kinds_of_change(location: Path, target: Path) -> None:
+    """A file that became a link, a link with another target, a new file."""
+    info, path = crafted(
+        location,
+        [
+            member("data", kind=tarfile.DIRTYPE),
+            member("data/configuration.yaml", b"target: true\n"),
+            member("data/automations.yaml", b"- broken\n"),
+            member("data/link", kind=tarfile.SYMTYPE, linkname="automations.yaml"),
+            member("data/was_link", b"file now\n"),
+            member("data/same_size.yaml", b"aaaa\n"),
+            member("data/new.yaml", b"new\n"),
+        ],
+    )
+    (target / "link").symlink_to("configuration.yaml")
+    (target / "was_link").symlink_to("configuration.yaml")
+    write(target / "same_size.yaml", "bbbb\n")
+    diff = restore.preview(
+        path,
+        info,
+        None,
+        config_dir=target,
+        patterns=None,
+        restore_database=True,
+        is_newer=never_newer,
+    )
+    assert diff.added == ["new.yaml"]
+    assert diff.changed == ["link", "same_size.yaml", "was_link"]
+    assert diff.removed == []
+    assert diff.unchanged == 2
+
+
+def test_preview_refuses_unsafe(location: Path, target: Path) -> None:
+    """A dry run reads and checks the whole backup like the restore."""
+    info, path = crafted(
+        location,
+        [
+            member("data/pipe", kind=tarfile.FIFOTYPE),
+            member("data/hard", kind=tarfile.LNKTYPE, linkname="data/nothing"),
+        ],
+    )
+    with pytest.raises(UnsafeArchiveError):
+        restore.preview(
+            path,
+            info,
+            None,
+            config_dir=target,
+            patterns=None,
+            restore_database=True,
+            is_newer=never_newer,
+        )
+
+
+def test_preview_ignores_files_that_vanish(
+    config: Path, location: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file removed while the config dir is walked is simply not there."""
+    info, path = make_backup(config, location)
+    real_lstat = os.lstat
+
+    def lstat(path: Any, *args: Any, **kwargs: Any) -> os.stat_result:
+        if Path(path).name == "secrets.yaml":
+            raise FileNotFoundError(path)
+        return real_lstat(path, *args, **kwargs)
+
+    monkeypatch.setattr(restore.os, "lstat", lstat)
+    diff = restore.preview(
+        path,
+        info,
+        None,
+        config_dir=config,
+        patterns=None,
+        restore_database=True,
+        is_newer=never_newer,
+    )
+    assert diff.added == ["secrets.yaml"]
+
+
+def test_selector() -> None:
+    """Patterns are anchored; a directory chooses what is inside."""
+    chosen = restore.selector(["packages", "*.yaml", "www/**/*.png"])
+    assert chosen("packages/lights/a.yaml")
+    assert chosen("automations.yaml")
+    assert not chosen("custom/x.yaml")
+    assert chosen("www/a/b/c.png")
+    assert not chosen("www/a.jpg")
+    assert restore.pattern_is_forbidden("./.storage/auth")
+    assert restore.pattern_is_forbidden("home-assistant_v2.db-wal")
+    assert not restore.pattern_is_forbidden("custom/.storage")
+    assert restore.is_live_forbidden(".HA_RESTORE")
+    assert not restore.is_live_forbidden("")
+
+
+# --- after a start ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("content", "success", "error"),
+    [
+        ('{"success": true, "error": null, "error_type": null}', True, None),
+        ('{"success": false, "error": "boom", "error_type": "OSError"}', False, "boom"),
+        ("not json", False, "could not be read"),
+        ('{"error": "x"}', False, "could not be read"),
+        ('{"success": "yes"}', False, "not a boolean"),
+        (None, False, "could not be read"),
+    ],
+)
+def test_result_file(
+    tmp_path: Path, content: str | None, success: bool, error: str | None
+) -> None:
+    """Home Assistant's result file is read once, whatever it holds."""
+    result_path = tmp_path / ".HA_RESTORE_RESULT"
+    if content is None:
+        result_path.mkdir()  # unreadable
+    else:
+        result_path.write_text(content)
+    outcome = restore.collect_outcome(
+        tmp_path, instruction_name=".HA_RESTORE", result_name=".HA_RESTORE_RESULT"
+    )
+    assert outcome.result is not None
+    assert outcome.result.success is success
+    if error is None:
+        assert outcome.result.error is None
+    else:
+        assert error in str(outcome.result.error)
+    if content is not None:
+        assert not result_path.exists()
+
+
+def test_outcome_cleans_up(tmp_path: Path) -> None:
+    """Leftovers of ours go; the marker is read once; other files stay."""
+    staging = tmp_path / STAGING_DIR
+    write(staging / MARKER_NAME, "{not json")
+    write(staging / "backup_offload_x.tar", "staged")
+    write(staging / ".backup_offload-x-1.tar.tmp", "temp")
+    write(staging / "homeassistant_own.tar", "not ours")
+    write(tmp_path / f"{restore.PARTIAL_PREFIX}1234/automations.yaml", "x")
+    outcome = restore.collect_outcome(
+        tmp_path,
+        instruction_name=".HA_RESTORE",
+        result_name=".HA_RESTORE_RESULT",
+        known=RestoreResult(success=False, error="from the backup integration"),
+    )
+    assert outcome.marker == {"unreadable": True}
+    assert outcome.result == RestoreResult(
+        success=False, error="from the backup integration"
+    )
+    assert outcome.removed == sorted(
+        [
+            f"{restore.PARTIAL_PREFIX}1234",
+            f"{STAGING_DIR}/.backup_offload-x-1.tar.tmp",
+            f"{STAGING_DIR}/{MARKER_NAME}",
+            f"{STAGING_DIR}/backup_offload_x.tar",
+        ]
+    )
+    assert [p.name for p in staging.iterdir()] == ["homeassistant_own.tar"]
+    again = restore.collect_outcome(
+        tmp_path, instruction_name=".HA_RESTORE", result_name=".HA_RESTORE_RESULT"
+    )
+    assert again.marker is None
+    assert again.result is None
+    write(staging / MARKER_NAME, "[1, 2]")
+    assert restore.collect_outcome(
+        tmp_path, instruction_name=".HA_RESTORE", result_name=".HA_RESTORE_RESULT"
+    ).marker == {"unreadable": True}
+    shutil.rmtree(staging)
+    assert restore.collect_outcome(
+        tmp_path, instruction_name=".HA_RESTORE", result_name=".HA_RESTORE_RESULT"
+    ) == restore.Outcome(result=None, marker=None, pending=False)
