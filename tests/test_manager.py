@@ -72,3 +72,41 @@ async def test_busy_error_is_translated(
         "Try again when the current operation has finished"
     )
     await first
+
+
+async def test_list_while_busy_returns_last_listing(
+    hass: HomeAssistant, init_integration: MockConfigEntry
+) -> None:
+    """A listing asked for during a backup does not wait for it."""
+    await hass.services.async_call(
+        DOMAIN, "create", {"config_entry_id": init_integration.entry_id}, blocking=True
+    )
+    first = hass.async_create_task(
+        hass.services.async_call(
+            DOMAIN,
+            "create",
+            {"config_entry_id": init_integration.entry_id},
+            blocking=True,
+        )
+    )
+    while not init_integration.runtime_data.manager.runner.running:  # noqa: ASYNC110
+        await asyncio.sleep(0)
+    listing = await hass.services.async_call(
+        DOMAIN,
+        "list",
+        {"config_entry_id": init_integration.entry_id},
+        blocking=True,
+        return_response=True,
+    )
+    assert listing["cached"] is True
+    assert len(listing["backups"]) == 1
+    await first
+    listing = await hass.services.async_call(
+        DOMAIN,
+        "list",
+        {"config_entry_id": init_integration.entry_id},
+        blocking=True,
+        return_response=True,
+    )
+    assert listing["cached"] is False
+    assert len(listing["backups"]) == 2

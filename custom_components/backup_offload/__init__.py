@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
+
 from homeassistant.const import Platform
-from homeassistant.core import HomeAssistant
+from homeassistant.core import HomeAssistant, callback
 from homeassistant.helpers import config_validation as cv, instance_id
 from homeassistant.helpers.typing import ConfigType
+from homeassistant.util.hass_dict import HassKey
 
 from .const import DOMAIN, PROBE_TIMEOUT
 from .coordinator import (
@@ -14,6 +18,7 @@ from .coordinator import (
     BackupOffloadData,
 )
 from .manager import LocationManager
+from .restorer import async_report_restore_result
 from .runner import LocationRunner
 from .services import async_setup_services
 
@@ -21,10 +26,17 @@ CONFIG_SCHEMA = cv.config_entry_only_config_schema(DOMAIN)
 
 PLATFORMS = [Platform.BINARY_SENSOR, Platform.BUTTON, Platform.SENSOR]
 
+# Listeners of Home Assistant's backup system (backup.py): each loaded
+# location is a backup agent, so they are told when one comes or goes.
+DATA_BACKUP_AGENT_LISTENERS: HassKey[list[Callable[[], None]]] = HassKey(
+    f"{DOMAIN}_backup_agent_listeners"
+)
+
 
 async def async_setup(hass: HomeAssistant, config: ConfigType) -> bool:
-    """Register the actions once for all locations."""
+    """Register the actions; report the result of a restore we staged."""
     async_setup_services(hass)
+    await async_report_restore_result(hass)
     return True
 
 
@@ -44,6 +56,10 @@ async def async_setup_entry(
     )
     await coordinator.async_config_entry_first_refresh()
     entry.runtime_data = BackupOffloadData(coordinator=coordinator, manager=manager)
+    # Fires when the entry becomes loaded and when its unload starts.
+    entry.async_on_unload(
+        entry.async_on_state_change(partial(_async_notify_backup_agents, hass))
+    )
     await hass.config_entries.async_forward_entry_setups(entry, PLATFORMS)
     # Options are read when an operation starts: changing them needs no
     # reload, which would cut a running backup short.
@@ -55,3 +71,10 @@ async def async_unload_entry(
 ) -> bool:
     """Unload one location."""
     return await hass.config_entries.async_unload_platforms(entry, PLATFORMS)
+
+
+@callback
+def _async_notify_backup_agents(hass: HomeAssistant) -> None:
+    """Tell Home Assistant's backup system that the agents changed."""
+    for listener in hass.data.get(DATA_BACKUP_AGENT_LISTENERS, []):
+        listener()

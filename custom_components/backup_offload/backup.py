@@ -1,0 +1,359 @@
+"""Each location as a backup agent of Home Assistant's own backup system.
+
+With it a location appears under Settings → System → Backups, Home
+Assistant's automatic backups can be stored there, and its backups can be
+restored from Home Assistant's own UI. The agent works on the same files as
+the actions, through the same executor jobs and the same runner (one stuck
+thread at most per hung share), and probes the location first.
+
+Home Assistant's backup page shows whatever an agent raises: a raw OSError
+would break it, so every failure leaves here as one of the backup
+component's own errors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Coroutine
+import contextlib
+import dataclasses
+from typing import TYPE_CHECKING, Any, Final
+
+from homeassistant.components.backup import (
+    AgentBackup,
+    BackupAgent,
+    BackupAgentError,
+    BackupNotFound,
+    agent as backup_agent,
+)
+from homeassistant.config_entries import ConfigEntryState
+from homeassistant.core import HomeAssistant, callback
+from homeassistant.exceptions import HomeAssistantError
+
+from . import DATA_BACKUP_AGENT_LISTENERS, agent_files, jobs
+from .const import DOMAIN, LOGGER, OperationState
+from .errors import BackupNotFoundError, BackupOffloadError, LocationUnavailableError
+
+if TYPE_CHECKING:
+    from homeassistant.components.backup.agent import (
+        BackupAgentUnreachableError as _UnreachableBase,
+    )
+
+    from .archive import BackupInfo
+    from .coordinator import BackupOffloadConfigEntry, BackupOffloadData
+else:
+    # Older Home Assistant versions have only the plain agent error.
+    _UnreachableBase = getattr(
+        backup_agent, "BackupAgentUnreachableError", BackupAgentError
+    )
+
+# AgentBackup's fields differ between Home Assistant versions: pass only the
+# ones the installed version declares.
+_AGENT_BACKUP_FIELDS: Final = frozenset(
+    field.name for field in dataclasses.fields(AgentBackup)
+)
+
+
+class LocationUnreachableError(_UnreachableBase):
+    """The location is down: Home Assistant's "unreachable", with the reason."""
+
+    # The base class replaces every message with a generic one; the backup
+    # page should say why (not mounted, not responding, ...). An empty one
+    # makes HomeAssistantError use the message given.
+    _message = ""
+
+
+async def async_get_backup_agents(
+    hass: HomeAssistant, **kwargs: Any
+) -> list[BackupAgent]:
+    """Return one agent per loaded location."""
+    return [
+        BackupOffloadAgent(hass, entry)
+        for entry in hass.config_entries.async_loaded_entries(DOMAIN)
+    ]
+
+
+@callback
+def async_register_backup_agents_listener(
+    hass: HomeAssistant, *, listener: Callable[[], None], **kwargs: Any
+) -> Callable[[], None]:
+    """Call ``listener`` when a location is loaded or unloaded (``__init__.py``)."""
+    listeners = hass.data.setdefault(DATA_BACKUP_AGENT_LISTENERS, [])
+    listeners.append(listener)
+
+    @callback
+    def remove_listener() -> None:
+        listeners.remove(listener)
+
+    return remove_listener
+
+
+def to_agent_backup(info: BackupInfo) -> AgentBackup:
+    """Return a listed backup as Home Assistant's backup system sees it.
+
+    ``extra_metadata`` keeps the string and boolean values of backup.json's
+    ``extra`` (Home Assistant's type): ``instance_id`` and
+    ``with_automatic_settings`` there let Home Assistant recognise its
+    automatic backups and apply its retention to them.
+    """
+    values: dict[str, Any] = {
+        "addons": [],
+        "backup_id": info.backup_id,
+        "date": info.date,
+        "database_included": info.database_included,
+        "extra_metadata": {
+            key: value
+            for key, value in info.extra.items()
+            if isinstance(value, str | bool)
+        },
+        "folders": [],
+        "homeassistant_included": info.homeassistant_version is not None,
+        "homeassistant_version": info.homeassistant_version,
+        "name": info.name,
+        "protected": info.protected,
+        "size": info.size,
+    }
+    return AgentBackup(
+        **{key: value for key, value in values.items() if key in _AGENT_BACKUP_FIELDS}
+    )
+
+
+async def _close(stream: AsyncIterator[bytes]) -> None:
+    """Close Home Assistant's stream now (it holds a file), not when collected."""
+    close = getattr(stream, "aclose", None)
+    if close is not None:
+        with contextlib.suppress(Exception):
+            await close()
+
+
+def _unique(backups: list[BackupInfo]) -> list[BackupInfo]:
+    """Return one backup per id, the newest (as ``find_backup`` picks it)."""
+    seen: set[str] = set()
+    unique = []
+    for backup in backups:
+        if backup.backup_id not in seen:
+            seen.add(backup.backup_id)
+            unique.append(backup)
+    return unique
+
+
+class BackupOffloadAgent(BackupAgent):
+    """One location as a backup agent: the entry id is its unique part."""
+
+    domain = DOMAIN
+
+    def __init__(self, hass: HomeAssistant, entry: BackupOffloadConfigEntry) -> None:
+        """Set up the agent of one loaded location."""
+        super().__init__()
+        self._hass = hass
+        self._entry = entry
+        self.name = entry.title
+        self.unique_id = entry.entry_id
+
+    def _data(self) -> BackupOffloadData:
+        """Return the location's runtime data; the location must be loaded.
+
+        Home Assistant reloads the agents a moment after an unload, so a call
+        can still reach an agent whose location is gone.
+        """
+        if self._entry.state is not ConfigEntryState.LOADED:
+            raise LocationUnreachableError(f"{self.name} is not loaded")
+        return self._entry.runtime_data
+
+    def _failure(
+        self, data: BackupOffloadData, err: BackupOffloadError
+    ) -> BackupAgentError:
+        """Translate a core error; record that the location is down."""
+        if isinstance(err, BackupNotFoundError):
+            return BackupNotFound(f"{self.name}: {err}")
+        if isinstance(err, LocationUnavailableError):
+            if err.location_reason == "not_responding" and not (
+                data.coordinator.runner.stuck
+            ):
+                # The runner waited too long for another job of this location
+                # (a backup an action runs), not for a hung share.
+                return BackupAgentError(
+                    f"{self.name} is busy with another operation; try again"
+                    " when it is done"
+                )
+            data.coordinator.async_set_unavailable(err)
+            return LocationUnreachableError(f"{self.name} is unavailable: {err}")
+        return BackupAgentError(f"{self.name}: {err}")
+
+    async def _job[T](self, data: BackupOffloadData, job: Coroutine[Any, Any, T]) -> T:
+        """Await one executor job of the location; translate its errors."""
+        try:
+            return await job
+        except BackupOffloadError as err:
+            raise self._failure(data, err) from err
+        except OSError as err:
+            raise BackupAgentError(f"{self.name}: {err}") from err
+
+    async def _cleanup[T](
+        self, data: BackupOffloadData, func: Callable[[T], None], arg: T
+    ) -> None:
+        """Run a cleanup job; a failure is logged, not raised over the cause."""
+        try:
+            await data.coordinator.runner.run(func, arg)
+        except (BackupOffloadError, OSError) as err:
+            LOGGER.warning(
+                "%s: cleaning up after the backup agent failed (%s); leftover"
+                " temporary files are removed at the next start",
+                self.name,
+                err,
+            )
+
+    async def _backups(self, data: BackupOffloadData) -> list[BackupInfo]:
+        """Probe and list the location (the listing the actions use)."""
+        coordinator = data.coordinator
+        cached = coordinator.data
+        if coordinator.runner.running and cached is not None and cached.available:
+            # An operation holds the location, maybe for minutes, and probed
+            # it when it started: its listing is current, and waiting for it
+            # would only time out.
+            return _unique(cached.backups)
+        snapshot = await self._job(
+            data, coordinator.runner.run(jobs.refresh, coordinator.location)
+        )
+        coordinator.async_set_snapshot(snapshot)
+        return _unique(snapshot.backups)
+
+    async def async_list_backups(self, **kwargs: Any) -> list[AgentBackup]:
+        """List every valid backup in the location, newest first."""
+        return [to_agent_backup(info) for info in await self._backups(self._data())]
+
+    async def async_get_backup(self, backup_id: str, **kwargs: Any) -> AgentBackup:
+        """Return one backup; BackupNotFound when the location has none by that id."""
+        for info in await self._backups(self._data()):
+            if info.backup_id == backup_id:
+                return to_agent_backup(info)
+        raise BackupNotFound(f"No backup with id {backup_id} in {self.name}")
+
+    async def async_delete_backup(self, backup_id: str, **kwargs: Any) -> None:
+        """Delete a backup and its sidecar, as the `delete` action does.
+
+        Home Assistant asks every agent to delete a backup, so one that is not
+        here is BackupNotFound at once, without taking the location.
+        """
+        data = self._data()
+        if not any(info.backup_id == backup_id for info in await self._backups(data)):
+            raise BackupNotFound(f"No backup with id {backup_id} in {self.name}")
+        try:
+            # The manager takes the location's busy lock, shows "deleting",
+            # fires the deleted event and refreshes the sensors.
+            await data.manager.async_delete(backup_id)
+        except HomeAssistantError as err:
+            if isinstance(err.__cause__, BackupOffloadError):
+                raise self._failure(data, err.__cause__) from err
+            raise BackupAgentError(f"{self.name}: {err}") from err
+
+    async def async_download_backup(
+        self, backup_id: str, **kwargs: Any
+    ) -> AsyncIterator[bytes]:
+        """Open the backup (probe first) and return its chunks."""
+        data = self._data()
+        coordinator = data.coordinator
+        download = await self._job(
+            data,
+            coordinator.runner.run(
+                agent_files.open_backup, coordinator.location, backup_id
+            ),
+        )
+        return self._chunks(data, download)
+
+    async def _chunks(
+        self, data: BackupOffloadData, download: agent_files.Download
+    ) -> AsyncIterator[bytes]:
+        """Yield the archive chunk by chunk, each read in its own job."""
+        runner = data.coordinator.runner
+        try:
+            while chunk := await self._job(
+                data, runner.run(agent_files.read_chunk, download)
+            ):
+                yield chunk
+        finally:
+            await self._cleanup(data, agent_files.close_download, download)
+
+    async def async_upload_backup(
+        self,
+        *,
+        open_stream: Callable[[], Coroutine[Any, Any, AsyncIterator[bytes]]],
+        backup: AgentBackup,
+        on_progress: Callable[..., None] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        """Receive a backup into the location: temp file, fsync, rename, sidecar.
+
+        The archive is Home Assistant's own (backup.json included) and is
+        stored as it is. ``on_progress`` (Home Assistant 2026) gets the bytes
+        written so far. Errors of the stream itself (Home Assistant's) pass
+        through unchanged; nothing of a failed upload stays in the location.
+        """
+        data = self._data()
+        try:
+            data.manager.check_idle()
+        except HomeAssistantError as err:
+            raise BackupAgentError(str(err)) from err
+        # Held like a backup made by the create action: the state sensor says
+        # so, and no other operation or restore can start in between batches.
+        async with data.manager.operation(OperationState.CREATING):
+            await self._receive(data, open_stream, backup, on_progress)
+
+    async def _receive(
+        self,
+        data: BackupOffloadData,
+        open_stream: Callable[[], Coroutine[Any, Any, AsyncIterator[bytes]]],
+        backup: AgentBackup,
+        on_progress: Callable[..., None] | None,
+    ) -> None:
+        """Stream the backup into the location (the location is held)."""
+        coordinator = data.coordinator
+        runner = coordinator.runner
+        upload = await self._job(
+            data,
+            runner.run(
+                agent_files.start_upload,
+                coordinator.location,
+                backup.backup_id,
+                backup.size,
+            ),
+        )
+        batch: list[bytes] = []
+
+        async def write_batch() -> None:
+            written = await self._job(
+                data, runner.run(agent_files.write_chunk, upload, b"".join(batch))
+            )
+            batch.clear()
+            if on_progress is not None:
+                on_progress(bytes_uploaded=written)
+
+        stream: AsyncIterator[bytes] | None = None
+        try:
+            stream = await open_stream()
+            pending = 0
+            async for chunk in stream:
+                batch.append(chunk)
+                pending += len(chunk)
+                if pending >= agent_files.CHUNK:
+                    # Small chunks are batched: one executor hop per MiB, and
+                    # never more than about a MiB in memory.
+                    await write_batch()
+                    pending = 0
+            if batch:
+                await write_batch()
+            info, snapshot = await self._job(
+                data,
+                runner.run_checked(
+                    agent_files.finish_upload,
+                    coordinator.location,
+                    upload,
+                    backup.backup_id,
+                ),
+            )
+        except BaseException:
+            await self._cleanup(data, agent_files.abort_upload, upload)
+            if stream is not None:
+                await _close(stream)
+            raise
+        coordinator.async_set_snapshot(snapshot)
+        LOGGER.info("%s: stored backup %s as %s", self.name, info.name, info.file)

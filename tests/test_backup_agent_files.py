@@ -1,0 +1,276 @@
+"""The agent's file work (synchronous core), without Home Assistant."""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+from pathlib import Path
+import stat
+from typing import Any
+
+import pytest
+
+from custom_components.backup_offload import agent_files
+from custom_components.backup_offload.archive import BackupScanner
+from custom_components.backup_offload.errors import (
+    BackupNotFoundError,
+    BackupOffloadError,
+    InsufficientSpaceError,
+    InvalidBackupError,
+    LocationUnavailableError,
+    WriteFailedError,
+)
+from custom_components.backup_offload.jobs import Location
+
+from .test_backup_agent_methods import make_backup
+
+FINAL = "Uploaded_2026-01-02_03.04_c0ffee01.tar"
+
+
+@pytest.fixture
+def location(location_dir: Path, config_dir: Path) -> Location:
+    """Return a plain directory as a location."""
+    return Location(
+        path=location_dir,
+        require_mount=False,
+        scanner=BackupScanner(),
+        config_dir=config_dir,
+    )
+
+
+def _receive(location: Location, data: bytes, backup_id: str = "c0ffee01") -> Any:
+    upload = agent_files.start_upload(location, backup_id, len(data))
+    agent_files.write_chunk(upload, data)
+    return upload
+
+
+def _names(path: Path) -> list[str]:
+    return sorted(p.name for p in path.iterdir())
+
+
+def test_receive_and_publish(location: Location, location_dir: Path) -> None:
+    """Hidden while written; published with a sha256sum sidecar."""
+    data = make_backup()
+    upload = agent_files.start_upload(location, "c0ffee01", len(data))
+    assert upload.temp.name.startswith(agent_files.UPLOAD_PREFIX)
+    assert stat.S_IMODE(upload.temp.stat().st_mode) == 0o600
+    assert agent_files.write_chunk(upload, data[:1000]) == 1000
+    assert agent_files.write_chunk(upload, data[1000:]) == len(data)
+    assert location.scanner.scan(location_dir).backups == []
+
+    calls: list[None] = []
+    info, snapshot = agent_files.finish_upload(
+        location, upload, "c0ffee01", checked=lambda: calls.append(None)
+    )
+    assert calls == [None]
+    assert info.file == FINAL
+    assert info.size == len(data)
+    assert [b.file for b in snapshot.backups] == [FINAL]
+    assert _names(location_dir) == [FINAL, FINAL + ".sha256"]
+    digest = hashlib.sha256(data).hexdigest()
+    assert (location_dir / (FINAL + ".sha256")).read_text() == f"{digest}  {FINAL}\n"
+    assert (location_dir / FINAL).read_bytes() == data
+
+
+def test_download(location: Location) -> None:
+    """The archive is read chunk by chunk."""
+    data = make_backup(payload=agent_files.CHUNK + 10)
+    agent_files.finish_upload(
+        location, _receive(location, data), "c0ffee01", checked=lambda: None
+    )
+    download = agent_files.open_backup(location, "c0ffee01")
+    chunks = []
+    while chunk := agent_files.read_chunk(download):
+        chunks.append(chunk)
+    agent_files.close_download(download)
+    agent_files.close_download(download)  # twice is harmless
+    assert len(chunks[0]) == agent_files.CHUNK
+    assert b"".join(chunks) == data
+    with pytest.raises(BackupNotFoundError):
+        agent_files.open_backup(location, "deadbeef")
+
+
+def test_start_refuses(location: Location, location_dir: Path) -> None:
+    """A duplicate id, a location that is gone, a temp file that cannot be made."""
+    data = make_backup()
+    agent_files.finish_upload(
+        location, _receive(location, data), "c0ffee01", checked=lambda: None
+    )
+    with pytest.raises(BackupOffloadError, match="already exists"):
+        agent_files.start_upload(location, "c0ffee01", 0)
+    with pytest.raises(LocationUnavailableError):
+        agent_files.start_upload(
+            Location(
+                path=location_dir / "gone",
+                require_mount=False,
+                scanner=BackupScanner(),
+                config_dir=location.config_dir,
+            ),
+            "other",
+            0,
+        )
+
+
+@pytest.mark.parametrize(
+    ("code", "error"),
+    [(errno.ENOSPC, InsufficientSpaceError), (errno.EIO, WriteFailedError)],
+)
+def test_write_errors(
+    location: Location,
+    location_dir: Path,
+    code: int,
+    error: type[Exception],
+) -> None:
+    """OS errors become typed errors; abort removes everything."""
+    upload = agent_files.start_upload(location, "c0ffee01", 0)
+    real = upload.file
+
+    class Broken:
+        def write(self, data: bytes) -> int:
+            raise OSError(code, os.strerror(code))
+
+        def close(self) -> None:
+            real.close()
+
+    upload.file = Broken()  # type: ignore[assignment]
+    with pytest.raises(error, match=errno.errorcode[code]):
+        agent_files.write_chunk(upload, b"x")
+    agent_files.abort_upload(upload)
+    agent_files.abort_upload(upload)  # twice is harmless
+    assert _names(location_dir) == []
+
+
+def test_temp_file_cannot_be_created(
+    location: Location, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A failing create is a typed write error."""
+
+    def refuse(path: str, flags: int) -> int:
+        raise OSError(errno.EDQUOT, "Disk quota exceeded")
+
+    monkeypatch.setattr(agent_files, "_private", refuse)
+    with pytest.raises(InsufficientSpaceError, match="EDQUOT"):
+        agent_files.start_upload(location, "c0ffee01", 0)
+
+
+def test_finish_refuses_and_abort_cleans(
+    location: Location, location_dir: Path
+) -> None:
+    """Not a backup, another id, a name taken: an error; abort leaves nothing."""
+    upload = _receive(location, b"junk" * 100)
+    with pytest.raises(InvalidBackupError, match="not a complete"):
+        agent_files.finish_upload(location, upload, "c0ffee01", checked=lambda: None)
+    agent_files.abort_upload(upload)
+    assert _names(location_dir) == []
+
+    upload = _receive(location, make_backup(), "0ther1d0")
+    with pytest.raises(InvalidBackupError, match="expected 0ther1d0"):
+        agent_files.finish_upload(location, upload, "0ther1d0", checked=lambda: None)
+    agent_files.abort_upload(upload)
+    assert _names(location_dir) == []
+
+    (location_dir / FINAL).mkdir()  # not a backup, but the name is taken
+    upload = _receive(location, make_backup())
+    with pytest.raises(WriteFailedError, match="already exists"):
+        agent_files.finish_upload(location, upload, "c0ffee01", checked=lambda: None)
+    agent_files.abort_upload(upload)
+    assert _names(location_dir) == [FINAL]
+
+
+def test_temp_file_removed_by_someone_else(
+    location: Location, location_dir: Path
+) -> None:
+    """Our temporary file vanished before the end: a write failure."""
+    upload = _receive(location, make_backup())
+    upload.temp.unlink()
+    with pytest.raises(WriteFailedError, match="vanished"):
+        agent_files.finish_upload(location, upload, "c0ffee01", checked=lambda: None)
+    agent_files.abort_upload(upload)
+    assert _names(location_dir) == []
+
+
+def test_fsync_fails(
+    location: Location, location_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An fsync error (the share lost the data) fails the upload."""
+    upload = _receive(location, make_backup())
+
+    def fail(fd: int) -> None:
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(agent_files.os, "fsync", fail)
+    with pytest.raises(WriteFailedError, match="EIO"):
+        agent_files.finish_upload(location, upload, "c0ffee01", checked=lambda: None)
+    monkeypatch.undo()
+    agent_files.abort_upload(upload)
+    assert _names(location_dir) == []
+
+
+@pytest.mark.parametrize(
+    ("code", "published"), [(errno.EINVAL, True), (errno.EIO, False)]
+)
+def test_directory_fsync(
+    location: Location,
+    location_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    code: int,
+    published: bool,
+) -> None:
+    """A share that cannot fsync a directory is fine; an I/O error is not."""
+    upload = _receive(location, make_backup())
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        if stat.S_ISDIR(os.fstat(fd).st_mode):
+            raise OSError(code, os.strerror(code))
+        real_fsync(fd)
+
+    monkeypatch.setattr(agent_files.os, "fsync", fsync)
+    if published:
+        agent_files.finish_upload(location, upload, "c0ffee01", checked=lambda: None)
+        assert _names(location_dir) == [FINAL, FINAL + ".sha256"]
+        return
+    with pytest.raises(WriteFailedError, match="EIO"):
+        agent_files.finish_upload(location, upload, "c0ffee01", checked=lambda: None)
+    agent_files.abort_upload(upload)
+    assert _names(location_dir) == []
+
+
+def test_open_and_read_errors(
+    location: Location, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Opening or reading a listed archive can still fail: typed errors."""
+    agent_files.finish_upload(
+        location, _receive(location, make_backup()), "c0ffee01", checked=lambda: None
+    )
+
+    def refuse(path: str, flags: int) -> int:
+        raise OSError(errno.EACCES, "Permission denied")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(agent_files, "_no_follow", refuse)
+        with pytest.raises(BackupOffloadError, match=r"Opening .* failed"):
+            agent_files.open_backup(location, "c0ffee01")
+
+    def fifo(path: str, flags: int) -> int:
+        read_end, write_end = os.pipe()
+        os.close(write_end)
+        return read_end
+
+    with monkeypatch.context() as patch:
+        patch.setattr(agent_files, "_no_follow", fifo)
+        with pytest.raises(BackupOffloadError, match="not a regular file"):
+            agent_files.open_backup(location, "c0ffee01")
+
+    download = agent_files.open_backup(location, "c0ffee01")
+
+    class Broken:
+        def read(self, size: int) -> bytes:
+            raise OSError(errno.EIO, "Input/output error")
+
+    real = download.file
+    download.file = Broken()  # type: ignore[assignment]
+    with pytest.raises(BackupOffloadError, match="Input/output error"):
+        agent_files.read_chunk(download)
+    real.close()
