@@ -19,12 +19,13 @@ test, so they stay an independent oracle.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 import os
 from pathlib import Path
 import re
 import shutil
 import subprocess
+import time
 from typing import NoReturn
 
 import pytest
@@ -38,7 +39,10 @@ __all__ = [
     "mount_count",
     "mounted",
     "read_only",
+    "require_command",
+    "require_root",
     "require_tools",
+    "sshfs",
     "tmpfs",
     "unmount",
 ]
@@ -88,6 +92,25 @@ def require_tools(*names: str) -> None:
         if shutil.which(name) is None:
             package = _PACKAGES.get(name, name)
             _skip(f"{name} is not installed (Debian package {package})")
+
+
+def require_command(name: str, package: str) -> str:
+    """Return the path of command ``name`` (sbin included), or skip.
+
+    For commands outside the table above, e.g. ``sshd`` (``openssh-server``).
+    """
+    search = os.pathsep.join(
+        filter(None, (os.environ.get("PATH"), "/usr/local/sbin", "/usr/sbin", "/sbin"))
+    )
+    found = shutil.which(name, path=search)
+    if found is None:
+        _skip(f"{name} is not installed (Debian package {package})")
+    return found
+
+
+def require_root() -> None:
+    """Skip unless running as root (mounting, an sshd of the test's own)."""
+    _require_root()
 
 
 def _require_root() -> None:
@@ -249,3 +272,120 @@ def loop_ext4(target: Path, image: Path, *, size_mb: int = 16) -> Iterator[Path]
         for line in attached:
             _run("losetup", "-d", line.split(":", 1)[0])
         image.unlink(missing_ok=True)
+
+
+# How long ``sshfs`` may take to connect and mount.
+SSHFS_MOUNT_TIMEOUT = 20.0
+# How long a FUSE unmount may take before the daemon is killed instead.
+_FUSE_UNMOUNT_TIMEOUT = 10.0
+
+# FUSE messages that mean "FUSE is not usable here", not "broken" (an ssh
+# "Permission denied (publickey)" is broken: it does not mention fuse).
+_FUSE_UNAVAILABLE = re.compile(
+    r"fuse[^\n]*(device not found|no such file|not permitted|permission denied)",
+    re.IGNORECASE,
+)
+
+
+def _fusermount() -> str | None:
+    return shutil.which("fusermount3") or shutil.which("fusermount")
+
+
+def _stop_fuse_daemon(
+    process: subprocess.Popen[bytes], target: Path, before: int
+) -> None:
+    """Unmount the FUSE mount of ``process`` on ``target``; end the process.
+
+    A normal unmount first, retried for a while: a request still under way
+    (a thread just released by a server that answers again) keeps the mount
+    busy for a moment; sshfs exits by itself once unmounted. If that does not
+    happen in time (a server that stays hung), the daemon is killed, which
+    aborts the FUSE connection and fails every request still waiting on it,
+    and the dead mount is detached.
+    """
+    fusermount = _fusermount()
+    deadline = time.monotonic() + _FUSE_UNMOUNT_TIMEOUT
+    while (
+        fusermount is not None
+        and mount_count(target) > before
+        and process.poll() is None
+        and time.monotonic() < deadline
+    ):
+        with suppress(subprocess.TimeoutExpired):
+            result = subprocess.run(
+                [fusermount, "-u", str(target)],
+                capture_output=True,
+                timeout=max(deadline - time.monotonic(), 0.1),
+                check=False,
+            )
+            if result.returncode == 0:
+                break
+        time.sleep(0.1)
+    try:
+        process.wait(timeout=max(deadline - time.monotonic(), 1.0))
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+    # Killing the daemon leaves a dead mount ("transport endpoint is not
+    # connected") behind: remove it too.
+    unmount(target, keep=before)
+
+
+@contextmanager
+def sshfs(
+    target: Path,
+    remote: str,
+    *,
+    port: int,
+    identity: Path,
+    log: Path,
+    options: tuple[str, ...] = (),
+) -> Iterator[subprocess.Popen[bytes]]:
+    """Mount ``remote`` (``user@127.0.0.1:/dir``) with sshfs on ``target``.
+
+    sshfs runs in the foreground (``-f``) as a child process, so it can be
+    found and killed; the process is yielded and its output goes to ``log``.
+    Host keys are not checked (the server is a test's own, on the loopback
+    address); ``options`` are more ``-o`` options. On exit the share is
+    unmounted and sshfs ended, also when the server hangs or is gone. Skips
+    (or fails, with ``BACKUP_OFFLOAD_REQUIRE_MOUNTS=1``) where FUSE cannot be
+    used.
+    """
+    _require_root()
+    require_tools("sshfs")
+    if _fusermount() is None:
+        require_tools("fusermount")
+    if not Path("/dev/fuse").exists():
+        _skip("/dev/fuse is missing: FUSE is not available here")
+    target.mkdir(parents=True, exist_ok=True)
+    before = mount_count(target)
+    ssh_options = (
+        f"port={port}",
+        f"IdentityFile={identity}",
+        "IdentitiesOnly=yes",
+        "StrictHostKeyChecking=no",
+        "UserKnownHostsFile=/dev/null",
+        "BatchMode=yes",
+        "LogLevel=ERROR",
+        *options,
+    )
+    args = ["sshfs", "-f", remote, str(target), "-o", ",".join(ssh_options)]
+    with log.open("ab") as out:
+        process = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + SSHFS_MOUNT_TIMEOUT
+        while mount_count(target) <= before:
+            if process.poll() is not None:
+                message = log.read_text(errors="replace").strip()
+                reason = f"{' '.join(args)} exited with {process.returncode}"
+                if _FUSE_UNAVAILABLE.search(message):
+                    _skip(f"FUSE is not usable here: {reason}: {message}")
+                raise MountError(f"{reason}: {message}")
+            if time.monotonic() > deadline:
+                raise MountError(
+                    f"{' '.join(args)}: not mounted after {SSHFS_MOUNT_TIMEOUT}s"
+                )
+            time.sleep(0.05)
+        yield process
+    finally:
+        _stop_fuse_daemon(process, target, before)

@@ -44,16 +44,21 @@ class BackupOffloadConnected(BackupOffloadEntity, BinarySensorEntity):
 
     @property
     def is_on(self) -> bool:
-        """Return True when the last probe passed."""
-        return self.coordinator.data.available
+        """Return True when the last probe passed and backups can be written."""
+        data = self.coordinator.data
+        return data.status is not None and data.status.writable is not False
 
     @property
     def extra_state_attributes(self) -> Mapping[str, Any]:
-        """Return why the location is unavailable."""
-        error = self.coordinator.data.error
-        reason: str | None = None
-        if isinstance(error, LocationUnavailableError):
-            reason = error.location_reason
-        elif error is not None:
-            reason = error.reason
-        return {"reason": reason, "error": str(error) if error else None}
+        """Return why the location is unusable."""
+        data = self.coordinator.data
+        if (error := data.error) is not None:
+            reason = (
+                error.location_reason
+                if isinstance(error, LocationUnavailableError)
+                else error.reason
+            )
+            return {"reason": reason, "error": str(error)}
+        if data.status is not None and data.status.writable is False:
+            return {"reason": "not_writable", "error": "mounted read-only"}
+        return {"reason": None, "error": None}

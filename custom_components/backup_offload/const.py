@@ -32,8 +32,12 @@ DEFAULT_COMPRESS: Final = True
 SCAN_INTERVAL: Final = timedelta(minutes=5)
 # A probe that takes longer reports the location as not responding.
 PROBE_TIMEOUT: Final = 10.0
-# Temporary files older than this at setup are leftovers of a crash.
-STALE_TEMP_AGE: Final = 3600.0
+# When a location is first reached (setup, or back from an outage) nothing of
+# ours writes there, so a temporary file of ours that nobody has written to
+# for this long is the leftover of a crash and is removed. A backup that
+# another Home Assistant is writing into the same folder keeps its file's
+# modification time fresh, so it is left alone.
+STALE_TEMP_AGE: Final = 120.0
 
 # Events.
 EVENT_BACKUP_CREATED: Final = f"{DOMAIN}_backup_created"

@@ -135,15 +135,49 @@ class BackupOffloadCoordinator(DataUpdateCoordinator[LocationData]):
     def _available(self, snapshot: jobs.Snapshot) -> LocationData:
         if self.data is not None and not self.data.available:
             LOGGER.info("%s is available again", self.config_entry.title)
-        ir.async_delete_issue(self.hass, DOMAIN, self._issue_id)
+        if snapshot.status.writable is False:
+            # Mounted read-only: its backups can be listed and read, but none
+            # can be written. The repair issue stays (a refresh must not clear
+            # the one a refused backup raised while nothing has changed).
+            if not self._known_read_only():
+                LOGGER.warning(
+                    "%s is mounted read-only: no backup can be written there",
+                    self.config_entry.title,
+                )
+            self._raise_issue(
+                LocationUnavailableError(
+                    f"{self.location.path}: mounted read-only",
+                    "not_writable",
+                    path=str(self.location.path),
+                )
+            )
+        else:
+            ir.async_delete_issue(self.hass, DOMAIN, self._issue_id)
         return LocationData(
             status=snapshot.status, backups=snapshot.backups, invalid=snapshot.invalid
+        )
+
+    def _known_read_only(self) -> bool:
+        """Return True when the last state already said "read-only"."""
+        # None before the first refresh, whatever the base class's type says.
+        data: LocationData | None = self.data
+        if data is None:
+            return False
+        if data.status is not None:
+            return data.status.writable is False
+        return (
+            isinstance(data.error, LocationUnavailableError)
+            and data.error.location_reason == "not_writable"
         )
 
     def _unavailable(self, err: BackupOffloadError) -> LocationData:
         if self.data is None or self.data.available:
             # Once per outage, not at every refresh.
             LOGGER.warning("%s is unavailable: %s", self.config_entry.title, err)
+        self._raise_issue(err)
+        return LocationData(error=err)
+
+    def _raise_issue(self, err: BackupOffloadError) -> None:
         reason = (
             err.location_reason
             if isinstance(err, LocationUnavailableError)
@@ -163,7 +197,6 @@ class BackupOffloadCoordinator(DataUpdateCoordinator[LocationData]):
                 "error": str(err),
             },
         )
-        return LocationData(error=err)
 
     @property
     def _issue_id(self) -> str:
