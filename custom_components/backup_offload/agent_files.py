@@ -33,6 +33,7 @@ from .errors import (
     InvalidBackupError,
     WriteFailedError,
 )
+from .fileops import fsync_dir
 from .jobs import Location, Snapshot
 from .location import LocationStatus, probe
 from .metadata import SIDECAR_SUFFIX, file_name, parse_date
@@ -152,18 +153,6 @@ def _no_follow(path: str, flags: int) -> int:
     return os.open(path, flags | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
 
 
-def _fsync_dir(directory: Path) -> None:
-    """Make the renames durable; some file systems (CIFS) cannot, which is fine."""
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    except OSError as err:
-        if err.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EBADF):
-            raise
-    finally:
-        os.close(fd)
-
-
 def _read_uploaded(upload: Upload, backup_id: str) -> BackupInfo:
     """Read backup.json of the received file: only a real backup is kept."""
     try:
@@ -199,7 +188,7 @@ def _publish(upload: Upload, final: Path, digest: str) -> None:
     try:
         upload.temp.rename(final)
         try:
-            _fsync_dir(final.parent)
+            fsync_dir(final.parent)
         except BaseException:
             # Not durable: a backup that may vanish at the next power cut is
             # worse than a reported failure.

@@ -33,9 +33,12 @@ from .archive_read import VerifyResult, extract_backup, verify_backup
 from .errors import (
     BackupOffloadError,
     InsufficientSpaceError,
+    LocationUnavailableError,
     WriteFailedError,
 )
 from .excludes import build_matcher, exclude_patterns, normalize_pattern
+from .fileops import fsync_dir
+from .gil import responsive_call
 from .listing import BackupScanner, ScanResult, find_backup
 from .metadata import (
     BACKUP_JSON_MEMBER,
@@ -50,7 +53,12 @@ from .metadata import (
     parse_backup_json,
     read_backup_info,
 )
-from .securetar_compat import WRITE_VERSION, ArchiveWriter, open_writer
+from .securetar_compat import (
+    WRITE_VERSION,
+    ArchiveWriter,
+    forget_members,
+    open_writer,
+)
 from .snapshot import CHUNK, Entry, Kind, Plan, SourceError
 
 __all__ = [
@@ -209,6 +217,15 @@ class _Job:
     scratch: Callable[[str], Path]
     skipped: dict[str, str] = field(default_factory=dict)
 
+    def _add(
+        self, member: tarfile.TarInfo, data: snapshot.ExactReader | None = None
+    ) -> None:
+        self.inner.addfile(member, data)
+        # tarfile keeps every header it wrote; nothing here needs them, and
+        # tens of thousands of live objects make each garbage collection
+        # (which holds the GIL, so stalls the event loop) slower.
+        forget_members(self.inner)
+
     def add_dir(self, entry: Entry) -> None:
         try:
             info = os.lstat(self.config_dir / entry.rel)
@@ -218,7 +235,7 @@ class _Job:
         if stat.S_ISDIR(info.st_mode):
             member = snapshot.tarinfo(entry.rel, info)
             member.type = tarfile.DIRTYPE
-            self.inner.addfile(member)
+            self._add(member)
         else:
             self.skipped[entry.rel] = snapshot.REPLACED
 
@@ -240,7 +257,7 @@ class _Job:
         member = snapshot.tarinfo(entry.rel, info)
         member.type = tarfile.SYMTYPE
         member.linkname = target
-        self.inner.addfile(member)
+        self._add(member)
 
     def add_file(self, entry: Entry, source: Path | None = None) -> None:
         """Store a regular file; ``source`` is read instead when given."""
@@ -259,7 +276,7 @@ class _Job:
             reader = snapshot.ExactReader(
                 opened, entry.rel, before.st_size, self.progress.advance
             )
-            self.inner.addfile(member, reader)
+            self._add(member, reader)
             if reader.changed or snapshot.changed_since(opened, before):
                 self.skipped[entry.rel] = snapshot.CHANGED
         finally:
@@ -336,29 +353,92 @@ def _write_contents(
 
 @dataclass(slots=True)
 class _Temp:
-    """The temporary files of one backup in the location."""
+    """The temporary files of one backup, relative to the location's directory.
 
-    archive: Path
-    sidecar: Path
-    created: list[Path] = field(default_factory=list)
+    Everything is created, renamed and removed through a descriptor of the
+    directory the backup started in: if the share is unmounted meanwhile, the
+    files stay on the share (which goes away with them) and nothing is ever
+    written into the bare mount point that takes its place.
+    """
 
-    def open_new(self, path: Path) -> int:
-        """Create ``path`` exclusively, mode 0600: never reuse an old file.
+    location: Path
+    dir_fd: int
+    identity: tuple[int, int]
+    archive: str
+    sidecar: str
+    created: list[str] = field(default_factory=list)
+
+    @classmethod
+    def open(cls, location: Path, backup_id: str) -> _Temp:
+        """Open the location's directory and name the temporary files."""
+        dir_fd = os.open(location, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        info = os.fstat(dir_fd)
+        return cls(
+            location=location,
+            dir_fd=dir_fd,
+            identity=(info.st_dev, info.st_ino),
+            archive=f"{TEMP_PREFIX}{backup_id}.tar.tmp",
+            sidecar=f"{TEMP_PREFIX}{backup_id}.sha256.tmp",
+        )
+
+    def open_new(self, name: str) -> int:
+        """Create ``name`` exclusively, mode 0600: never reuse an old file.
 
         securetar 2025.x would not truncate one, and a file of the same name
         may belong to another backup still being written.
         """
         flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
-        fd = os.open(path, flags, 0o600)
-        self.created.append(path)
+        fd = os.open(name, flags, 0o600, dir_fd=self.dir_fd)
+        self.created.append(name)
         return fd
+
+    def exists(self, name: str) -> bool:
+        """Return True if ``name`` exists in the directory (links included)."""
+        try:
+            os.stat(name, dir_fd=self.dir_fd, follow_symlinks=False)
+        except FileNotFoundError:
+            return False
+        return True
+
+    def rename(self, source: str, target: str) -> None:
+        """Rename within the directory."""
+        os.rename(source, target, src_dir_fd=self.dir_fd, dst_dir_fd=self.dir_fd)
+
+    def unlink(self, name: str) -> None:
+        """Remove ``name`` if it is there."""
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(name, dir_fd=self.dir_fd)
+
+    def check_still_mounted(self) -> None:
+        """Refuse to publish when the path no longer leads to our directory.
+
+        A share unmounted (or remounted elsewhere) during the write leaves
+        the path pointing at something else, typically the empty mount point.
+        """
+        try:
+            info = self.location.stat()
+        except OSError as err:
+            info = None
+            detail = err.strerror or str(err)
+        else:
+            detail = "the share was unmounted or replaced"
+        if info is None or (info.st_dev, info.st_ino) != self.identity:
+            raise LocationUnavailableError(
+                f"{self.location}: {detail} while the backup was written",
+                "not_a_mount",
+                path=str(self.location),
+            )
 
     def remove(self) -> None:
         """Remove the temporary files this backup created."""
-        for path in self.created:
+        for name in self.created:
             # If the share is gone, the cleanup at the next setup removes them.
             with contextlib.suppress(OSError):
-                path.unlink(missing_ok=True)
+                self.unlink(name)
+
+    def close(self) -> None:
+        """Close the directory descriptor."""
+        os.close(self.dir_fd)
 
 
 def _write_sidecar(temp: _Temp, digest: str, archive_name: str) -> None:
@@ -371,40 +451,29 @@ def _write_sidecar(temp: _Temp, digest: str, archive_name: str) -> None:
         os.close(fd)
 
 
-def _publish(temp: _Temp, final: Path) -> None:
+def _publish(temp: _Temp, final: str) -> None:
     """Rename both files into place (sidecar first), then fsync the directory.
 
     The sidecar goes first so that a failure leaves either both or neither.
     """
-    if os.path.lexists(final):
-        raise WriteFailedError(f"{final.name} already exists", file=final.name)
-    sidecar = final.with_name(final.name + SIDECAR_SUFFIX)
-    temp.sidecar.rename(sidecar)
+    temp.check_still_mounted()
+    if temp.exists(final):
+        raise WriteFailedError(f"{final} already exists", file=final)
+    sidecar = final + SIDECAR_SUFFIX
+    temp.rename(temp.sidecar, sidecar)
     try:
-        temp.archive.rename(final)
+        temp.rename(temp.archive, final)
     except BaseException:
-        sidecar.unlink(missing_ok=True)
+        temp.unlink(sidecar)
         raise
     try:
-        _fsync_dir(final.parent)
+        fsync_dir(temp.dir_fd)
     except BaseException:
         # Not durable: a backup that may vanish at the next power cut is
         # worse than a reported failure.
-        final.unlink(missing_ok=True)
-        sidecar.unlink(missing_ok=True)
+        temp.unlink(final)
+        temp.unlink(sidecar)
         raise
-
-
-def _fsync_dir(directory: Path) -> None:
-    """Make the renames durable; some file systems (CIFS) cannot, which is fine."""
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    except OSError as err:
-        if err.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EBADF):
-            raise
-    finally:
-        os.close(fd)
 
 
 def _write_failure(err: OSError, what: str) -> BackupOffloadError:
@@ -465,6 +534,7 @@ def _extra_block(
     }
 
 
+@responsive_call
 def create_backup(
     config_dir: Path,
     location: Path,
@@ -525,15 +595,15 @@ def create_backup(
             encrypted=password is not None,
         ),
     )
-    temp = _Temp(
-        archive=location / f"{TEMP_PREFIX}{backup_id}.tar.tmp",
-        sidecar=location / f"{TEMP_PREFIX}{backup_id}.sha256.tmp",
-    )
     tracker = _Progress(progress, the_plan.total_bytes)
 
     def scratch(rel: str) -> Path:
         return config_dir / f"{TEMP_PREFIX}{backup_id}-{rel.replace('/', '_')}.tmp"
 
+    try:
+        temp = _Temp.open(location, backup_id)
+    except OSError as err:
+        raise _write_failure(err, final.name) from err
     destination: _Destination | None = None
     try:
         destination = _Destination(temp.open_new(temp.archive))
@@ -552,11 +622,12 @@ def create_backup(
         digest = destination.digest()
         destination.close()
         _write_sidecar(temp, digest, final.name)
-        _publish(temp, final)
+        _publish(temp, final.name)
     except BaseException as err:
         if destination is not None:
             destination.close()
         temp.remove()
+        temp.close()
         failure = destination.error if destination is not None else None
         if failure is not None:
             raise _write_failure(failure, final.name) from err
@@ -565,6 +636,7 @@ def create_backup(
         if isinstance(err, OSError):
             raise _write_failure(err, final.name) from err
         raise
+    temp.close()
     tracker.finish()
     info = parse_backup_json(meta, file=final.name, size=size)
     return CreateResult(info=info, skipped=sorted(skipped), reasons=skipped)

@@ -13,14 +13,17 @@ import contextlib
 from contextlib import contextmanager
 from dataclasses import dataclass
 import errno
-import gzip
 import hashlib
 import os
 from pathlib import Path
 import re
+import secrets
+import shutil
+import stat
 import tarfile
-from typing import IO, Final, cast
+from typing import IO, Final
 
+from .compression import READ_CHUNK, GzipReader
 from .errors import (
     BackupNotFoundError,
     BackupOffloadError,
@@ -33,6 +36,7 @@ from .errors import (
     WrongPasswordError,
 )
 from .excludes import ARCHIVE_ROOT
+from .gil import responsive_call
 from .metadata import (
     BACKUP_JSON,
     INNER_NAME,
@@ -42,17 +46,19 @@ from .metadata import (
     member_name,
     parse_backup_json,
 )
-from .safety import SafetyCheck
+from .safety import SafetyCheck, is_unsafe_name
 from .securetar_compat import (
     DATA_ERRORS,
     GZIP_MAGIC,
     Prefixed,
     Readable,
     decrypted,
+    forget_members,
     read_head,
 )
 
 CHUNK: Final = 1 << 20
+OUTER_BUFSIZE: Final = READ_CHUNK
 _MAX_JSON_BYTES: Final = 1 << 20
 _SIDECAR_LINE = re.compile(rb"\s*([0-9a-fA-F]{64})[ \t]")
 
@@ -141,7 +147,11 @@ class _Pass:
 
     def _open(self, source: Readable) -> tarfile.TarFile:
         try:
-            return tarfile.open(fileobj=source, mode="r|")  # type: ignore[call-overload,no-any-return]
+            # The outer tar has a few members, read in large pieces: the
+            # default 10 KiB would cost a Python call per 10 KiB of backup.
+            return tarfile.open(  # type: ignore[call-overload,no-any-return]
+                fileobj=source, mode="r|", bufsize=OUTER_BUFSIZE
+            )
         except DATA_ERRORS as err:
             raise InvalidBackupError(f"{self.file} is not a tar archive") from err
 
@@ -201,13 +211,20 @@ class _Pass:
 
 @contextmanager
 def _open_tar(plain: Readable) -> Iterator[tuple[tarfile.TarFile, Readable]]:
-    """Open a (gzip-compressed or plain) tar stream; yield it and its source."""
+    """Open a (gzip-compressed or plain) tar stream; yield it and its source.
+
+    gzip is decompressed ahead in a background thread (``GzipReader``),
+    which is stopped before this returns, whatever happened.
+    """
     head = read_head(plain, len(GZIP_MAGIC))
     data: Readable = Prefixed(head, plain)
     if head == GZIP_MAGIC:
-        # GzipFile only seeks when asked to rewind, which tarfile's stream
-        # mode never does.
-        data = gzip.GzipFile(fileobj=cast("IO[bytes]", data), mode="rb")
+        with (
+            GzipReader(data) as unzipped,
+            tarfile.open(fileobj=unzipped, mode="r|") as tar,  # type: ignore[call-overload]
+        ):
+            yield tar, unzipped
+        return
     with tarfile.open(fileobj=data, mode="r|") as tar:  # type: ignore[call-overload]
         yield tar, data
 
@@ -218,6 +235,7 @@ def each_member(visit: Visitor) -> Consumer:
     def consume(name: str, tar: tarfile.TarFile) -> None:
         for member in tar:
             visit(name, tar, member)
+            forget_members(tar)
 
     return consume
 
@@ -290,6 +308,7 @@ def _is_homeassistant(name: str) -> bool:
     return name.startswith(INNER_NAME)
 
 
+@responsive_call
 def verify_backup(path: Path, password: str | None) -> VerifyResult:
     """Read the whole archive: decrypt, decompress, every member, checksum.
 
@@ -392,6 +411,7 @@ class _TargetError(Exception):
         self.os_error = err
 
 
+@responsive_call
 def extract_backup(
     path: Path,
     target: Path,
@@ -402,15 +422,24 @@ def extract_backup(
 
     Only members under ``data/`` are extracted, without that prefix;
     ``select(relative path)`` picks members (default: all); a chosen hard link
-    brings the file it links to. The whole archive is read and every member
-    checked before anything is written: one unsafe member (absolute path,
-    ``..``, a link leading out of the target, a device node or FIFO) refuses
-    the whole archive. Then tarfile's ``data`` filter extracts as a second
-    line of defence; if that pass fails, what it created is removed again.
+    brings the file it links to. One unsafe member (absolute path, ``..``, a
+    link leading out of the target, a device node or FIFO) refuses the whole
+    archive, and nothing of it is left in ``target``; tarfile's ``data``
+    filter checks every write as a second line of defence. If anything fails,
+    what was created is removed again.
+
+    With ``select`` the archive is read twice: checked completely, then the
+    chosen members extracted. Without it (everything is wanted) it is read
+    once: members are extracted as they come into a staging directory (the
+    target itself when it is new or empty, else a hidden directory in it)
+    and moved into place only once the whole archive was checked.
+
     Returns the extracted relative paths in archive order. Raises what
     ``verify_backup`` raises, and InsufficientSpaceError or WriteFailedError
     when writing into ``target`` fails.
     """
+    if select is None:
+        return _OnePass(path, target, password).run()
     selection = _Selection(SafetyCheck(ARCHIVE_ROOT), select, {}, {}, {})
     _read(path, password, each_member(selection.visit), wanted=_is_homeassistant)
     selection.check.finish()
@@ -418,6 +447,192 @@ def extract_backup(
     if selection.chosen:
         _extract(path, target, password, selection)
     return list(dict.fromkeys(selection.chosen.values()))
+
+
+_STAGE_PREFIX: Final = ".backup_offload-extract-"
+
+
+class _OnePass:
+    """Extract everything in one read: stage, check, then move into place."""
+
+    def __init__(self, path: Path, target: Path, password: str | None) -> None:
+        self.path = path
+        self.target = target
+        self.password = password
+        self.check = SafetyCheck(ARCHIVE_ROOT)
+        self.chosen: dict[str, tarfile.TarInfo] = {}
+        """Target-relative path -> its (last) member, in archive order."""
+        self.refused: tarfile.FilterError | None = None
+        self.created_target = False
+        self.stage = target
+        self.created: _Created | None = None
+
+    def run(self) -> list[str]:
+        try:
+            self._prepare()
+            _read(self.path, self.password, self._consume, wanted=_is_homeassistant)
+            self._finish_check()
+            if self.stage != self.target:
+                self._commit()
+        except BaseException as err:
+            self._undo(remove_target=not isinstance(err, _TargetError))
+            if isinstance(err, tarfile.FilterError):
+                raise UnsafeArchiveError(f"Refused while extracting: {err}") from err
+            if isinstance(err, _TargetError):
+                raise _extract_failure(self.target, err.os_error) from err
+            raise
+        if not self.chosen and self.created_target:
+            self._undo(remove_target=True)
+        return list(self.chosen)
+
+    def _finish_check(self) -> None:
+        """Raise for unsafe members (all named), or what the filter refused."""
+        self.check.finish()
+        if self.refused is not None:
+            raise self.refused
+
+    def _prepare(self) -> None:
+        """Create the target if needed and choose the staging directory."""
+        try:
+            try:
+                with os.scandir(self.target) as entries:
+                    empty = next(entries, None) is None
+            except FileNotFoundError:
+                self.target.mkdir(parents=True)
+                self.created_target = True
+                empty = True
+            if not empty:
+                self.stage = self.target / f"{_STAGE_PREFIX}{secrets.token_hex(4)}"
+                self.stage.mkdir(mode=0o700)
+        except OSError as err:
+            raise _TargetError(err) from err
+
+    def _members(self, tar: tarfile.TarFile) -> Iterator[tarfile.TarInfo]:
+        """Check every member; yield those to extract (none once refused).
+
+        Each yielded member is renamed in place to its target-relative path
+        (a stream's members are not read again).
+        """
+        for member in tar:
+            forget_members(tar)  # tarfile's hard-link fallback is not needed here
+            problems = len(self.check.problems)
+            self.check.add(member)
+            if self.refused is not None or len(self.check.problems) > problems:
+                continue
+            rel = self.check.mapped(member.name)
+            if rel:
+                if member.islnk():
+                    member.linkname = (
+                        self.check.mapped(member.linkname) or member.linkname
+                    )
+                member.name = rel
+                self.chosen.pop(rel, None)  # keep archive order of the last one
+                self.chosen[rel] = member
+                yield member
+
+    def _consume(self, name: str, tar: tarfile.TarFile) -> None:
+        tar.errorlevel = 2  # every extraction problem raises
+        try:
+            # Safe: every member is checked as it comes (SafetyCheck), every
+            # write by tarfile's data filter, and nothing leaves the staging
+            # directory before the whole archive has been checked.
+            tar.extractall(  # noqa: S202
+                self.stage, members=self._members(tar), filter=_StagingFilter()
+            )
+        except tarfile.FilterError as err:
+            # Refused: read the rest only to name every unsafe member.
+            self.refused = err
+            for member in tar:
+                self.check.add(member)
+                forget_members(tar)
+        except OSError as err:
+            raise _TargetError(err) from err
+
+    def _commit(self) -> None:
+        """Move the staged members into the target (the filter checks again)."""
+        created = self.created = _Created(self.target)
+        directories: list[str] = []
+        for rel, member in self.chosen.items():
+            # The target may hold symlinks that the staging directory did not.
+            tarfile.data_filter(member, str(self.target))
+            created.note(rel)
+            dest = self.target / rel
+            staged = self.stage / rel
+            try:
+                if member.isdir():
+                    directories.append(rel)
+                    if not dest.is_dir() or dest.is_symlink():
+                        dest.mkdir()
+                    continue
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                staged.replace(dest)
+            except OSError as err:
+                raise _TargetError(err) from err
+        for rel in reversed(directories):
+            _copy_attributes(self.stage / rel, self.target / rel)
+        shutil.rmtree(self.stage, ignore_errors=True)
+
+    def _undo(self, *, remove_target: bool) -> None:
+        if self.created is not None:
+            self.created.undo()
+        if self.stage != self.target:
+            shutil.rmtree(self.stage, ignore_errors=True)
+            return
+        if self.created_target and remove_target:
+            shutil.rmtree(self.target, ignore_errors=True)
+            return
+        # The target was new or empty: everything in it is ours.
+        with contextlib.suppress(OSError), os.scandir(self.target) as entries:
+            for entry in list(entries):
+                if entry.is_dir(follow_symlinks=False):
+                    shutil.rmtree(entry.path, ignore_errors=True)
+                else:
+                    Path(entry.path).unlink(missing_ok=True)
+
+
+class _StagingFilter:
+    """tarfile's ``data`` filter, minus path resolution that cannot matter.
+
+    The staging directory is new or empty, so it holds only what this
+    archive put there, and every member name was checked (relative, no
+    ``..``) before it gets here. Until the archive has created a link, no
+    path in the staging directory can lead anywhere else, so resolving each
+    path on disk (two ``realpath`` calls, one ``lstat`` per component: a
+    third of the extraction time) cannot change the outcome for regular
+    files and directories: they get the rest of the data filter (the same
+    permission rules, no ownership), exactly as tarfile computes it. Links,
+    and every member after the first link, go through ``tarfile.data_filter``.
+    """
+
+    def __init__(self) -> None:
+        self._links = False
+
+    def __call__(self, member: tarfile.TarInfo, dest: str) -> tarfile.TarInfo:
+        plain = member.isreg() or member.isdir()
+        if self._links or not plain or is_unsafe_name(member.name):
+            self._links |= member.issym() or member.islnk()
+            return tarfile.data_filter(member, dest)
+        mode: int | None = member.mode
+        if mode is not None:
+            mode &= 0o755  # as tarfile: no high bits, no group/other write
+            if member.isdir():
+                mode = None
+            else:
+                if not mode & 0o100:
+                    mode &= ~0o111
+                mode |= 0o600
+        member.mode = mode  # type: ignore[assignment]
+        member.uid = member.gid = None  # type: ignore[assignment]
+        member.uname = member.gname = None  # type: ignore[assignment]
+        return member
+
+
+def _copy_attributes(source: Path, dest: Path) -> None:
+    """Give a directory in the target the mode and times tarfile gave its copy."""
+    with contextlib.suppress(OSError):
+        info = source.stat()
+        dest.chmod(stat.S_IMODE(info.st_mode))
+        os.utime(dest, ns=(info.st_atime_ns, info.st_mtime_ns))
 
 
 def _extract(
@@ -439,11 +654,17 @@ def _extract(
 
     def consume(name: str, tar: tarfile.TarFile) -> None:
         tar.errorlevel = 2  # every extraction problem raises
-        members = (member for member in tar if member.name in chosen)
+
+        def members() -> Iterator[tarfile.TarInfo]:
+            for member in tar:
+                forget_members(tar)
+                if member.name in chosen:
+                    yield member
+
         try:
             # Safe: every member was checked in the first pass, and remap ends
             # in tarfile's data filter.
-            tar.extractall(target, members=members, filter=remap)  # noqa: S202
+            tar.extractall(target, members=members(), filter=remap)  # noqa: S202
         except OSError as err:
             raise _TargetError(err) from err
 

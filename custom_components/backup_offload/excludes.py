@@ -4,14 +4,17 @@ The lists are copies of Home Assistant's own (``homeassistant.components.backup
 .const``), so a backup made here contains what Home Assistant's would; a test
 compares them with the installed Home Assistant. Patterns are matched the way
 Home Assistant matches them: ``PurePath("data/<relative path>").full_match(
-"data/<pattern>")``, so ``*`` stays within one path segment, ``**`` spans
-segments and a pattern without ``**`` is anchored at the config directory.
+"data/<pattern>")`` (compiled once, see ``build_matcher``), so ``*`` stays
+within one path segment, ``**`` spans segments and a pattern without ``**`` is
+anchored at the config directory.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+import glob
 from pathlib import PurePosixPath
+import re
 from typing import Final
 
 # Home Assistant's EXCLUDE_FROM_BACKUP (newest release; older releases lack
@@ -68,12 +71,25 @@ def exclude_patterns(extra: Iterable[str], *, include_database: bool) -> list[st
     return patterns
 
 
+def _translate(pattern: str) -> str:
+    return glob.translate(pattern, recursive=True, include_hidden=True, seps="/")
+
+
 def build_matcher(patterns: Iterable[str]) -> Callable[[str], bool]:
-    """Return a predicate telling whether a path (config-dir relative) is excluded."""
+    """Return a predicate telling whether a path (config-dir relative) is excluded.
+
+    The patterns are compiled once into one regular expression with
+    ``glob.translate`` (recursive, hidden files included), which matches
+    exactly what ``PurePath.full_match`` matches (a test compares them) at a
+    fraction of the cost: the predicate runs for every file of the backup.
+    """
     anchored = [f"{ARCHIVE_ROOT}/{pattern}" for pattern in patterns]
+    if not anchored:
+        return lambda rel_path: False
+    regex = re.compile("|".join(f"(?:{_translate(pattern)})" for pattern in anchored))
+    prefix = f"{ARCHIVE_ROOT}/"
 
     def is_excluded(rel_path: str) -> bool:
-        path = PurePosixPath(ARCHIVE_ROOT, rel_path)
-        return any(path.full_match(pattern) for pattern in anchored)
+        return regex.match(prefix + rel_path) is not None
 
     return is_excluded

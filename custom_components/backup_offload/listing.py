@@ -3,14 +3,23 @@
 A scan is one ``scandir`` of the location root plus one ``lstat`` per entry;
 only archives that are new or changed (by name, size and mtime) are opened,
 so on a share whose disks sleep a refresh with nothing new opens no file.
+
+On a share where each operation takes a round trip (NAS, VPN), hundreds of
+them one after the other add up: as soon as one ``lstat`` or one archive
+takes longer than a local disk would (``SLOW_OPERATION``), the rest of them
+run on a few threads at once (at most ``MAX_THREADS``, for this scan only).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 import os
 from pathlib import Path
 import stat
+import time
+from typing import Final
 
 from .errors import (
     BackupNotFoundError,
@@ -19,9 +28,37 @@ from .errors import (
     InvalidBackupError,
     LocationUnavailableError,
 )
+from .gil import responsive_call
 from .metadata import BackupInfo, parse_date, read_backup_info
 
 _Key = tuple[int, int]  # (size, mtime_ns)
+# What one entry gave: nothing (gone, not a file), an error listing it, or
+# its key and (info or why it is invalid, whether that lasts) - or None
+# when the file went away while it was read.
+_Look = tuple[_Key, "tuple[BackupInfo | str, bool] | None"] | OSError | None
+
+SLOW_OPERATION: Final = 0.005
+"""Seconds one file operation may take before a scan goes parallel."""
+MAX_THREADS: Final = 8
+
+
+def _map[T, R](func: Callable[[T], R], items: Sequence[T]) -> list[R]:
+    """Return ``[func(item) ...]``: in this thread while it is fast, then on threads.
+
+    ``func`` must not raise (it returns its failures).
+    """
+    results: list[R] = []
+    for index, item in enumerate(items):
+        start = time.monotonic()
+        results.append(func(item))
+        rest = items[index + 1 :]
+        if rest and time.monotonic() - start > SLOW_OPERATION:
+            with ThreadPoolExecutor(
+                min(MAX_THREADS, len(rest)), thread_name_prefix="backup_offload-scan"
+            ) as pool:
+                results.extend(pool.map(func, rest))
+            break
+    return results
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,31 +93,51 @@ class BackupScanner:
             {},
         )
 
+    @responsive_call
     def scan(self, location: Path) -> ScanResult:
         """Return every valid backup in ``location``'s root, newest first.
 
         Raises LocationUnavailableError when the directory cannot be listed.
         """
-        entries = _list_archives(location)
         cached_location, cache = self._state
-        cached = {
-            name: value
-            for name, (key, value) in cache.items()
-            if cached_location == location and entries.get(name) == key
-        }
+        if cached_location != location:
+            cache = {}
+
+        def look(entry: os.DirEntry[str]) -> _Look:
+            """Stat one entry and, unless the cache knows it, read it at once.
+
+            One worker does both, so the share answers both while its
+            directory entry is fresh in the kernel's cache.
+            """
+            try:
+                stat_result = entry.stat(follow_symlinks=False)
+            except FileNotFoundError:  # deleted while we looked
+                return None
+            except OSError as err:
+                return err
+            if not stat.S_ISREG(stat_result.st_mode):
+                return None
+            key = (stat_result.st_size, stat_result.st_mtime_ns)
+            known = cache.get(entry.name)
+            if known is not None and known[0] == key:
+                return key, (known[1], True)
+            return key, _read(location / entry.name)
+
+        entries = _list_entries(location)
         results: dict[str, BackupInfo | str] = {}
         keep: dict[str, tuple[_Key, BackupInfo | str]] = {}
-        for name, key in entries.items():
-            if name in cached:
-                results[name] = cached[name]
-                keep[name] = (key, cached[name])
+        for entry, looked in zip(entries, _map(look, entries), strict=True):
+            if isinstance(looked, OSError):
+                raise _unreachable(location, looked) from looked
+            if looked is None:
                 continue
-            try:
-                results[name], lasting = _read(location / name)
-            except BackupNotFoundError:  # deleted since the directory scan
+            key, outcome = looked
+            if outcome is None:  # deleted while it was read
                 continue
+            value, lasting = outcome
+            results[entry.name] = value
             if lasting:
-                keep[name] = (key, results[name])
+                keep[entry.name] = (key, value)
         self._state = (location, keep)
         backups = [value for value in results.values() if isinstance(value, BackupInfo)]
         backups.sort(key=lambda info: (parse_date(info.date), info.file), reverse=True)
@@ -96,37 +153,27 @@ class BackupScanner:
         self._state = (None, {})
 
 
-def _read(path: Path) -> tuple[BackupInfo | str, bool]:
+def _read(path: Path) -> tuple[BackupInfo | str, bool] | None:
     """Return the archive's info or why it is not a backup, and if that lasts.
 
     Only what the file itself says is remembered: an I/O error or a file that
-    vanished is asked again at the next scan.
+    vanished (None) is asked again at the next scan.
     """
     try:
         return read_backup_info(path), True
     except BackupNotFoundError:
-        raise
+        return None
     except (InvalidBackupError, CorruptBackupError) as err:
         return str(err), True
     except BackupOffloadError as err:
         return str(err), False
 
 
-def _list_archives(location: Path) -> dict[str, _Key]:
-    """Return name -> (size, mtime_ns) of the candidate archives."""
+def _list_entries(location: Path) -> list[os.DirEntry[str]]:
+    """Return the directory entries of the candidate archives."""
     try:
-        with os.scandir(location) as entries:
-            found = {}
-            for entry in entries:
-                if not is_candidate(entry.name):
-                    continue
-                try:
-                    info = entry.stat(follow_symlinks=False)
-                except FileNotFoundError:  # deleted while we looked
-                    continue
-                if stat.S_ISREG(info.st_mode):
-                    found[entry.name] = (info.st_size, info.st_mtime_ns)
-            return found
+        with os.scandir(location) as iterator:
+            return [entry for entry in iterator if is_candidate(entry.name)]
     except FileNotFoundError as err:
         raise LocationUnavailableError(
             f"{location} does not exist", location_reason="not_found"
@@ -136,9 +183,13 @@ def _list_archives(location: Path) -> dict[str, _Key]:
             f"{location} is not a directory", location_reason="not_a_directory"
         ) from err
     except OSError as err:
-        raise LocationUnavailableError(
-            f"Listing {location} failed: {err}", location_reason="unreachable"
-        ) from err
+        raise _unreachable(location, err) from err
+
+
+def _unreachable(location: Path, err: OSError) -> LocationUnavailableError:
+    return LocationUnavailableError(
+        f"Listing {location} failed: {err}", location_reason="unreachable"
+    )
 
 
 def find_backup(

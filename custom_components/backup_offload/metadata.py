@@ -240,6 +240,11 @@ def _read_info(raw: Any, file: str, size: int) -> BackupInfo:
                 raw_json = _read_member(tar, member, file)
             elif is_inner_archive(name):
                 inner.append(name)
+                if raw_json is not None and name.startswith(INNER_NAME):
+                    # All a listing needs, and the data is in the file: reading
+                    # the next header would cost one more round trip (on a
+                    # share) at the far end of a large file.
+                    break
     if raw_json is None:
         raise InvalidBackupError(f"{file} has no backup.json", file=file)
     info = parse_backup_json(raw_json, file=file, size=size)

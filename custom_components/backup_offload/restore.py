@@ -47,6 +47,7 @@ from .errors import (
     LocationUnavailableError,
 )
 from .excludes import ARCHIVE_ROOT, HA_DATABASE_EXCLUDES, build_matcher
+from .fileops import fsync_dir
 from .location import SPACE_MARGIN_BYTES
 from .metadata import INNER_NAME, SIDECAR_SUFFIX
 from .safety import SafetyCheck
@@ -427,18 +428,6 @@ def _copy(source: Path, target: Path) -> str:
     return sha.hexdigest()
 
 
-def _fsync_dir(directory: Path) -> None:
-    """Make renames durable; some file systems cannot, which is fine."""
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    except OSError as err:
-        if err.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EBADF):
-            raise
-    finally:
-        os.close(fd)
-
-
 def _ensure_dir(path: Path) -> bool:
     """Create ``path`` if missing; return True when it was created here."""
     try:
@@ -510,7 +499,7 @@ def stage(
         try:
             temp.replace(final)
             published = True
-            _fsync_dir(staging)
+            fsync_dir(staging)
         except OSError as err:
             raise _local_failure(err, f"Renaming to {final}") from err
     except BaseException:
@@ -564,7 +553,7 @@ def _write_atomic(path: Path, data: bytes) -> None:
     try:
         _write_new(temp, data)
         temp.replace(path)
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
     except BaseException:
         _remove_quietly(temp)
         raise
@@ -750,7 +739,7 @@ def apply_files(extracted: Extracted, *, config_dir: Path) -> list[str]:
             directories.add(dest.parent)
             done.append(rel)
         for directory in directories:
-            _fsync_dir(directory)
+            fsync_dir(directory)
     except OSError as err:
         code = errno.errorcode.get(err.errno or 0, "unknown error")
         raise RestoreWriteError(

@@ -12,7 +12,6 @@ during extraction as a second line of defence.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import PurePosixPath
 import tarfile
 from typing import Final
 
@@ -24,8 +23,13 @@ _SHOWN: Final = 5  # problems named in the error message
 
 def is_unsafe_name(name: str) -> bool:
     """Return whether a member name is absolute or climbs with ``..``."""
-    path = PurePosixPath(name)
-    return path.is_absolute() or name.startswith("\\") or ".." in path.parts
+    # String operations: this runs for every member of every archive read.
+    return name.startswith(("/", "\\")) or ".." in name.split("/")
+
+
+def _parts(name: str) -> list[str]:
+    """Return the components of a relative POSIX path, as PurePosixPath has them."""
+    return [part for part in name.split("/") if part and part != "."]
 
 
 def escapes(
@@ -98,13 +102,13 @@ class SafetyCheck:
 
         The root directory itself maps to ``""``.
         """
-        path = PurePosixPath(name)
-        root = PurePosixPath(self.root)
-        if path == root:
-            return ""
-        if path.is_relative_to(root):
-            return path.relative_to(root).as_posix()
-        return None
+        if name.startswith("/"):
+            return None
+        parts = _parts(name)
+        root = _parts(self.root)
+        if parts[: len(root)] != root:
+            return None
+        return "/".join(parts[len(root) :])
 
     def add(self, member: tarfile.TarInfo) -> None:
         """Check what can be checked of one member alone; remember the rest."""

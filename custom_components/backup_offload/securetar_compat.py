@@ -9,8 +9,9 @@ is detected by feature, never by version number, and everything else in the
 engine goes through this module.
 
 The one compression step of a backup lives here too (``open_writer`` ->
-``ArchiveWriter.inner``): gzip, level 6 where securetar lets us choose (it
-forces level 9 with encryption).
+``ArchiveWriter.inner``): securetar writes the member uncompressed (and
+encrypts it), and the gzip stream inside is ours (``compression.py``):
+block-parallel, ISA-L when installed, standard gzip either way.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import tarfile
 from typing import Any, Final, Protocol
 import zlib
 
+from .compression import GzipWriter
 from .errors import CorruptBackupError, UnsupportedFormatError, WrongPasswordError
 
 
@@ -150,8 +152,76 @@ class ArchiveWriter:
         """Return a context manager yielding the inner tar ``name`` to fill.
 
         This is the one place a backup is compressed: gzip when ``compress``.
+        securetar only carries the bytes (it encrypts them when a password is
+        set); the gzip stream is ours (``compression.GzipWriter``), because
+        securetar's would be single-threaded zlib at level 9 with encryption.
         """
-        return self._open_inner(name, compress)
+        if not compress:
+            return self._open_inner(name, False)
+        return _compressed_inner(self._open_inner(name, False))
+
+
+# tarfile's stream-mode wrapper: securetar opens an encrypted inner tar on one.
+_TAR_STREAM: Final[Any] = getattr(tarfile, "_Stream")  # noqa: B009
+
+
+def _stream_of(carrier: tarfile.TarFile) -> Any:
+    """Return tarfile's stream wrapper under ``carrier``, None in file mode."""
+    stream = carrier.fileobj
+    return stream if isinstance(stream, _TAR_STREAM) else None
+
+
+def _raw_sink(carrier: tarfile.TarFile) -> Sink:
+    """Return where securetar's (uncompressed) inner tar writes its bytes.
+
+    Unencrypted, that is the outer archive itself; encrypted, it is
+    securetar's encrypting stream under tarfile's stream wrapper (whose
+    buffer stays empty because nothing is written through the tarfile).
+    """
+    stream = _stream_of(carrier)
+    sink: Sink = carrier.fileobj if stream is None else stream.fileobj  # type: ignore[assignment]
+    return sink
+
+
+def _retire(carrier: tarfile.TarFile) -> None:
+    """Close securetar's inner tarfile without its end-of-archive blocks.
+
+    The member's content is our gzip stream, which already ends the tar it
+    holds; the carrier wrote nothing, and must write nothing now (nor later,
+    from a finalizer).
+    """
+    if carrier.closed:  # type: ignore[attr-defined]
+        return
+    carrier.closed = True  # type: ignore[attr-defined]
+    stream = _stream_of(carrier)
+    if stream is not None:
+        stream.close()  # empty buffer: writes nothing, leaves the cipher open
+
+
+@contextmanager
+def _compressed_inner(
+    opened: AbstractContextManager[tarfile.TarFile],
+) -> Iterator[tarfile.TarFile]:
+    """Yield a tar that writes through our gzip stream into securetar's member.
+
+    On failure the compressor is stopped and the carrier closed before
+    securetar finishes its member, so no object is left to write later.
+    """
+    with opened as carrier:
+        writer = GzipWriter(_raw_sink(carrier))
+        try:
+            with tarfile.open(  # type: ignore[call-overload]
+                fileobj=writer,
+                mode="w:",
+                format=tarfile.PAX_FORMAT,
+            ) as tar:
+                yield tar
+            writer.close()
+        except BaseException:
+            writer.abort()
+            raise
+        finally:
+            _retire(carrier)
 
 
 @contextmanager
@@ -183,6 +253,16 @@ def open_writer(fileobj: Sink, password: str | None) -> Iterator[ArchiveWriter]:
         yield ArchiveWriter(
             tar, lambda name, gzip: outer.create_inner_tar(name, key=key, gzip=gzip)
         )
+
+
+def forget_members(tar: tarfile.TarFile) -> None:
+    """Drop the headers tarfile remembers of every member written or read.
+
+    Streaming through an archive never needs them again, and keeping them
+    costs memory and garbage-collection time in proportion to the number of
+    files. Iterating ``tar`` goes on correctly after this.
+    """
+    tar.members.clear()  # type: ignore[attr-defined]
 
 
 # --- reading ------------------------------------------------------------------

@@ -415,10 +415,10 @@ def test_unreadable_file_is_skipped(
     """A file we may not read is skipped and reported (root reads anything)."""
     real_open = os.open
 
-    def guarded(path: object, flags: int, *args: object) -> int:
+    def guarded(path: object, flags: int, *args: object, **kwargs: object) -> int:
         if str(path).endswith("secrets.yaml"):
             raise PermissionError(errno.EACCES, "Permission denied", str(path))
-        return real_open(path, flags, *args)  # type: ignore[arg-type]
+        return real_open(path, flags, *args, **kwargs)  # type: ignore[arg-type]
 
     monkeypatch.setattr(snapshot.os, "open", guarded)
     result = create(config, location)
@@ -450,10 +450,12 @@ def test_source_io_error_fails_cleanly(
     if where == "open":
         real_open = os.open
 
-        def failing_open(path: object, flags: int, *args: object) -> int:
+        def failing_open(
+            path: object, flags: int, *args: object, **kwargs: object
+        ) -> int:
             if str(path).endswith("big.bin"):
                 raise error
-            return real_open(path, flags, *args)  # type: ignore[arg-type]
+            return real_open(path, flags, *args, **kwargs)  # type: ignore[arg-type]
 
         monkeypatch.setattr(snapshot.os, "open", failing_open)
     else:
@@ -488,10 +490,10 @@ def test_location_not_writable(
     """Creating the temporary file fails: typed error, nothing written."""
     real_open = os.open
 
-    def refusing(path: object, flags: int, *args: object) -> int:
+    def refusing(path: object, flags: int, *args: object, **kwargs: object) -> int:
         if TEMP_PREFIX in str(path):
             raise PermissionError(errno.EACCES, "Permission denied", str(path))
-        return real_open(path, flags, *args)  # type: ignore[arg-type]
+        return real_open(path, flags, *args, **kwargs)  # type: ignore[arg-type]
 
     monkeypatch.setattr(archive.os, "open", refusing)
     with pytest.raises(WriteFailedError, match="EACCES"):
@@ -536,14 +538,14 @@ def test_publish_failure_leaves_neither_file(
     config: Path, location: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """If renaming the archive fails, the already renamed sidecar goes too."""
-    real_rename = Path.rename
+    real_rename = os.rename
 
-    def rename(self: Path, target: Path) -> Path:
-        if str(self).endswith(".tar.tmp"):
+    def rename(source: str, target: str, **kwargs: int) -> None:
+        if str(source).endswith(".tar.tmp"):
             raise OSError(errno.EIO, "Input/output error")
-        return real_rename(self, target)
+        real_rename(source, target, **kwargs)
 
-    monkeypatch.setattr(Path, "rename", rename)
+    monkeypatch.setattr(archive.os, "rename", rename)
     with pytest.raises(WriteFailedError, match="EIO"):
         create(config, location)
     assert list(location.iterdir()) == []

@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from custom_components.backup_offload import restore
+from custom_components.backup_offload import fileops, restore
 from custom_components.backup_offload.archive import BackupInfo, create_backup
 from custom_components.backup_offload.errors import (
     BackupNotFoundError,
@@ -266,7 +266,7 @@ def test_stage_verify_and_rename_failures(
     def no_fsync(directory: Path) -> None:
         raise OSError(errno.EIO, "I/O error")
 
-    monkeypatch.setattr(restore, "_fsync_dir", no_fsync)
+    monkeypatch.setattr(restore, "fsync_dir", no_fsync)
     with pytest.raises(StagingError, match="Renaming"):
         restore.stage(path, info, None, config_dir=target, is_newer=never_newer)
     assert not (target / STAGING_DIR).exists()
@@ -407,12 +407,12 @@ def test_fsync_dir_tolerates_file_systems_that_cannot(
         def fsync(fd: int, code: int = code) -> None:
             raise OSError(code, os.strerror(code))
 
-        monkeypatch.setattr(restore.os, "fsync", fsync)
+        monkeypatch.setattr(fileops.os, "fsync", fsync)
         if raises:
             with pytest.raises(OSError):
-                restore._fsync_dir(tmp_path)
+                fileops.fsync_dir(tmp_path)
         else:
-            restore._fsync_dir(tmp_path)
+            fileops.fsync_dir(tmp_path)
 
 
 def test_ensure_dir(tmp_path: Path) -> None:

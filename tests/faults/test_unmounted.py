@@ -15,7 +15,6 @@ from homeassistant.const import STATE_UNAVAILABLE
 from homeassistant.core import CoreState, HomeAssistant
 from homeassistant.exceptions import HomeAssistantError, ServiceValidationError
 from homeassistant.util import dt as dt_util
-import pytest
 from pytest_homeassistant_custom_component.common import (
     MockConfigEntry,
     async_capture_events,
@@ -181,17 +180,6 @@ async def test_unmounted_during_create(
     await hass.config_entries.async_unload(entry.entry_id)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "engine bug: create_backup creates, renames and removes its files by"
-        " path, not relative to the location directory it started in; after"
-        " the share is detached it writes the checksum into the bare mount"
-        " point (removed again), reports ENOENT as write_failed, and leaves"
-        " the partial archive on the share, where setup removes it only once"
-        " it is older than STALE_TEMP_AGE"
-    ),
-)
 async def test_unmounted_during_create_touches_only_the_share(
     hass: HomeAssistant, ha_config_dir: Path, share: Share
 ) -> None:

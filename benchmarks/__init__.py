@@ -1,0 +1,1 @@
+"""Reproducible performance measurements of the backup engine (``scripts/bench``)."""

@@ -1,0 +1,28 @@
+"""Small file-system helpers shared by the synchronous core."""
+
+from __future__ import annotations
+
+import errno
+import os
+from pathlib import Path
+
+# fsync on a directory is refused by some file systems (CIFS, some FUSE):
+# the rename is then as durable as that file system makes it.
+_FSYNC_UNSUPPORTED = (errno.EINVAL, errno.ENOTSUP, errno.EBADF)
+
+
+def fsync_dir(directory: Path | int) -> None:
+    """Make the renames in a directory (a path or an open descriptor) durable."""
+    fd = (
+        directory
+        if isinstance(directory, int)
+        else os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    )
+    try:
+        os.fsync(fd)
+    except OSError as err:
+        if err.errno not in _FSYNC_UNSUPPORTED:
+            raise
+    finally:
+        if not isinstance(directory, int):
+            os.close(fd)

@@ -1,0 +1,54 @@
+"""The benchmarks, tiny: CI runs every section on small data so none can rot.
+
+Not a timed test: it checks that each benchmark runs and reports what the
+README table needs, not how fast anything is (``scripts/bench`` measures).
+The slow-file-system cases need FUSE bindings (``mfusepy``), root and
+``/dev/fuse``; without them they are reported as skipped, not failed.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from benchmarks import run
+
+
+def test_bench_smoke(tmp_path: Path) -> None:
+    """``scripts/bench --smoke``: every section, a table and JSON."""
+    out = tmp_path / "report.json"
+    report = run.main(
+        [
+            "--smoke",
+            "--cache",
+            str(tmp_path / "cache"),
+            "--work",
+            str(tmp_path / "work"),
+            "--json",
+            str(out),
+        ]
+    )
+    assert json.loads(out.read_text())["settings"]["smoke"] is True
+    throughput = report["throughput"]
+    for section in ("create plain", "create encrypted"):
+        assert {"ours", "ours (zlib fallback)", "HA core writer"} <= set(
+            throughput[section]
+        )
+    assert {"ours", "tar -czf"} <= set(throughput["create plain"])
+    assert {"ours", "tar -xzf"} <= set(throughput["extract plain"])
+    assert {"ours", "tar -tzf"} <= set(throughput["verify plain"])
+    operations = report["loop"]["operations"]
+    for name in (
+        "idle",
+        "ours create (tmpfs)",
+        "ours list (tmpfs)",
+        "ours verify (tmpfs)",
+        "HA core backup.create (tmpfs)",
+    ):
+        assert operations[name]["max_ms"] >= 0
+    if report["loop"]["slow skipped"] is None:
+        assert "ours create (slow)" in operations
+    assert report["memory"]["ours"]["rss_increase_mib"] >= 0
+    assert report["listing"]["local cold s"] >= 0
+    assert len(report["scale"]["sizes"]) == 3
+    assert "### Throughput" in run.table(report)
