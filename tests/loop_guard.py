@@ -86,6 +86,11 @@ ALLOWED_CALL_SITES: tuple[tuple[str, str, frozenset[str]], ...] = (
     # a running Home Assistant logs through a queue handler instead.
     ("io.TextIOWrapper.write", "logging/__init__.py", frozenset({"emit"})),
     ("io.BufferedWriter.write", "logging/__init__.py", frozenset({"emit"})),
+    # coverage.py records line data under a lock that its tracer takes in
+    # every thread; with many threads (the parallel compressor) the loop
+    # thread can find it held for a moment. Only under coverage.
+    ("lock.acquire", "coverage/collector.py", frozenset({"lock_data"})),
+    ("lock.acquire_lock", "coverage/collector.py", frozenset({"lock_data"})),
     # coverage.py traces files from whatever thread runs them.
     ("os.lstat", "coverage/control.py", frozenset({"_should_trace"})),
     ("os.lstat", "coverage/files.py", frozenset({"canonical_filename", "abs_file"})),
