@@ -16,7 +16,6 @@ from __future__ import annotations
 from collections.abc import Callable
 import contextlib
 from dataclasses import dataclass, field, replace
-import errno
 import hashlib
 import os
 from pathlib import Path
@@ -29,13 +28,11 @@ from .errors import (
     BackupNotFoundError,
     BackupOffloadError,
     CorruptBackupError,
-    InsufficientSpaceError,
     InvalidBackupError,
     WriteFailedError,
 )
-from .fileops import fsync_dir
-from .jobs import Location, Snapshot
-from .location import LocationStatus, probe
+from .fileops import fsync_dir, write_error
+from .jobs import Location, Snapshot, probe_location
 from .metadata import SIDECAR_SUFFIX, file_name, parse_date
 
 if TYPE_CHECKING:
@@ -46,7 +43,6 @@ CHUNK: Final = 1 << 20
 UPLOAD_PREFIX: Final = f"{TEMP_PREFIX}agent-"
 """Temporary uploads start with the engine's prefix, so the stale-file
 cleanup at setup removes what a crash left behind."""
-_SPACE_ERRNOS: Final = frozenset({errno.ENOSPC, errno.EDQUOT})
 _OPEN_FLAGS: Final = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
 
 
@@ -79,29 +75,6 @@ class Download:
     """Stays open across jobs, until ``close_download``."""
 
 
-def _probe(
-    location: Location, *, for_write: bool = False, needed_bytes: int = 0
-) -> LocationStatus:
-    return probe(
-        location.path,
-        require_mount=location.require_mount,
-        for_write=for_write,
-        needed_bytes=needed_bytes,
-        config_dir=location.config_dir,
-    )
-
-
-def _write_error(err: OSError, what: str) -> BackupOffloadError:
-    """Return the typed error for an OSError while writing ``what``."""
-    code = errno.errorcode.get(err.errno or 0, "unknown error")
-    detail = f"{code} ({err.strerror or err})"
-    if err.errno in _SPACE_ERRNOS:
-        return InsufficientSpaceError(
-            f"Not enough space for {what}: {detail}", errno=code
-        )
-    return WriteFailedError(f"Writing {what} failed: {detail}", errno=code)
-
-
 def _safe_id(backup_id: str) -> str:
     """Return the id as far as it can appear in a file name."""
     return "".join(c if c.isalnum() or c in "-_" else "_" for c in backup_id)[:64]
@@ -113,7 +86,7 @@ def start_upload(location: Location, backup_id: str, size: int) -> Upload:
     A backup with the same id already in the location is refused before a
     byte is written: two archives with one id would make the id ambiguous.
     """
-    _probe(location, for_write=True, needed_bytes=max(size, 0))
+    probe_location(location, for_write=True, needed_bytes=max(size, 0))
     for backup in location.scanner.scan(location.path).backups:
         if backup.backup_id == backup_id:
             raise BackupOffloadError(
@@ -128,7 +101,7 @@ def start_upload(location: Location, backup_id: str, size: int) -> Upload:
         # Exclusive create, mode 0600: never reuse or expose an existing file.
         file = open(temp, "xb", buffering=CHUNK, opener=_private)  # noqa: SIM115
     except OSError as err:
-        raise _write_error(err, temp.name) from err
+        raise write_error(err, temp.name) from err
     return Upload(temp=temp, file=file)
 
 
@@ -137,7 +110,7 @@ def write_chunk(upload: Upload, data: bytes) -> int:
     try:
         upload.file.write(data)
     except OSError as err:
-        raise _write_error(err, upload.temp.name) from err
+        raise write_error(err, upload.temp.name) from err
     upload.sha256.update(data)
     upload.size += len(data)
     return upload.size
@@ -207,14 +180,14 @@ def finish_upload(
     ``checked`` is called once the probe passed: an fsync of a large file on
     a slow share may take long without the share being hung.
     """
-    status = _probe(location)
+    status = probe_location(location)
     checked()
     try:
         with upload.file:
             upload.file.flush()
             os.fsync(upload.file.fileno())
     except OSError as err:
-        raise _write_error(err, upload.temp.name) from err
+        raise write_error(err, upload.temp.name) from err
     info = _read_uploaded(upload, backup_id)
     # Named like the backups the actions create (name, time, id), with the
     # time as backup.json states it, so the name matches what the UI shows.
@@ -224,7 +197,7 @@ def finish_upload(
     try:
         _publish(upload, final, upload.sha256.hexdigest())
     except OSError as err:
-        raise _write_error(err, final.name) from err
+        raise write_error(err, final.name) from err
     scan = location.scanner.scan(location.path)
     return (
         replace(info, file=final.name),
@@ -250,7 +223,7 @@ def open_backup(location: Location, backup_id: str) -> Download:
 
     Raises BackupNotFoundError, or LocationUnavailableError.
     """
-    _probe(location)
+    probe_location(location)
     info = find_backup(location.path, backup_id, location.scanner)
     path = location.path / info.file
     try:

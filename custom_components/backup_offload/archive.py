@@ -17,7 +17,6 @@ import contextlib
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-import errno
 import hashlib
 import io
 import os
@@ -31,13 +30,11 @@ from typing import Any, Final
 from . import snapshot
 from .archive_read import VerifyResult, extract_backup, verify_backup
 from .errors import (
-    BackupOffloadError,
-    InsufficientSpaceError,
     LocationUnavailableError,
     WriteFailedError,
 )
 from .excludes import build_matcher, exclude_patterns, normalize_pattern
-from .fileops import fsync_dir
+from .fileops import fsync_dir, write_error
 from .gil import responsive_call
 from .listing import BackupScanner, ScanResult, find_backup
 from .metadata import (
@@ -79,7 +76,6 @@ TEMP_PREFIX: Final = ".backup_offload-"
 """Every temporary file of ours starts with this (archives, sidecars, DB copies)."""
 # Leftover database copies in the config dir older than this are a crash's.
 _STALE_SCRATCH_SECONDS: Final = 6 * 3600
-_SPACE_ERRNOS: Final = frozenset({errno.ENOSPC, errno.EDQUOT})
 _PROGRESS_STEP: Final = 0.01
 
 DatabaseLock = Callable[[], AbstractContextManager[None]]
@@ -476,17 +472,6 @@ def _publish(temp: _Temp, final: str) -> None:
         raise
 
 
-def _write_failure(err: OSError, what: str) -> BackupOffloadError:
-    """Return the typed error for an OSError while writing ``what``."""
-    code = errno.errorcode.get(err.errno or 0, "unknown error")
-    detail = f"{code} ({err.strerror or err})"
-    if err.errno in _SPACE_ERRNOS:
-        return InsufficientSpaceError(
-            f"Not enough space for {what}: {detail}", errno=code
-        )
-    return WriteFailedError(f"Writing {what} failed: {detail}", errno=code)
-
-
 def _remove_stale_scratch(config_dir: Path) -> None:
     """Remove database copies that a crashed backup left in the config dir."""
     limit = time.time() - _STALE_SCRATCH_SECONDS
@@ -603,7 +588,7 @@ def create_backup(
     try:
         temp = _Temp.open(location, backup_id)
     except OSError as err:
-        raise _write_failure(err, final.name) from err
+        raise write_error(err, final.name) from err
     destination: _Destination | None = None
     try:
         destination = _Destination(temp.open_new(temp.archive))
@@ -630,11 +615,11 @@ def create_backup(
         temp.close()
         failure = destination.error if destination is not None else None
         if failure is not None:
-            raise _write_failure(failure, final.name) from err
+            raise write_error(failure, final.name) from err
         if isinstance(err, SourceError):
             raise WriteFailedError(str(err), file=err.rel) from err
         if isinstance(err, OSError):
-            raise _write_failure(err, final.name) from err
+            raise write_error(err, final.name) from err
         raise
     temp.close()
     tracker.finish()

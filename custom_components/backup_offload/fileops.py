@@ -6,9 +6,24 @@ import errno
 import os
 from pathlib import Path
 
+from .errors import BackupOffloadError, InsufficientSpaceError, WriteFailedError
+
 # fsync on a directory is refused by some file systems (CIFS, some FUSE):
 # the rename is then as durable as that file system makes it.
 _FSYNC_UNSUPPORTED = (errno.EINVAL, errno.ENOTSUP, errno.EBADF)
+# Write errors that mean "the location is full".
+_SPACE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+def write_error(err: OSError, what: str) -> BackupOffloadError:
+    """Return the typed error for an OSError while writing ``what``."""
+    code = errno.errorcode.get(err.errno or 0, "unknown error")
+    detail = f"{code} ({err.strerror or err})"
+    if err.errno in _SPACE_ERRNOS:
+        return InsufficientSpaceError(
+            f"Not enough space for {what}: {detail}", errno=code
+        )
+    return WriteFailedError(f"Writing {what} failed: {detail}", errno=code)
 
 
 def fsync_dir(directory: Path | int) -> None:

@@ -90,9 +90,10 @@ def _snapshot(location: Location, status: LocationStatus) -> Snapshot:
     return Snapshot(status=status, backups=scan.backups, invalid=scan.invalid)
 
 
-def _probe(
+def probe_location(
     location: Location, *, for_write: bool = False, needed_bytes: int = 0
 ) -> LocationStatus:
+    """Probe a location as its settings say (mount required, config dir)."""
     return probe(
         location.path,
         require_mount=location.require_mount,
@@ -104,7 +105,7 @@ def _probe(
 
 def refresh(location: Location) -> Snapshot:
     """Probe the location and list its backups."""
-    return _snapshot(location, _probe(location))
+    return _snapshot(location, probe_location(location))
 
 
 def prepare(location: Location, *, stale_after: float) -> tuple[list[str], Snapshot]:
@@ -112,7 +113,7 @@ def prepare(location: Location, *, stale_after: float) -> tuple[list[str], Snaps
 
     A location that is down is not touched: the probe raises first.
     """
-    status = _probe(location)
+    status = probe_location(location)
     removed = [
         *cleanup_temporary(location.path, prefix=TEMP_PREFIX, older_than=stale_after),
         *cleanup_temporary(location.path, prefix=PROBE_PREFIX, older_than=stale_after),
@@ -155,10 +156,10 @@ def create(
     is refused before a byte is written. ``checked`` is called once the probe
     passed, so the caller can tell a hung share from a long backup.
     """
-    status = _probe(location, for_write=True)
+    status = probe_location(location, for_write=True)
     previous = location.scanner.scan(location.path).backups
     if previous:
-        status = _probe(location, needed_bytes=previous[0].size)
+        status = probe_location(location, needed_bytes=previous[0].size)
     checked()
     result = create_backup(
         location.config_dir,
@@ -183,7 +184,7 @@ def delete(
     location: Location, backup_id: str, *, checked: Callable[[], None]
 ) -> tuple[BackupInfo, Snapshot]:
     """Probe for writing, delete one backup and its sidecar, list again."""
-    status = _probe(location, for_write=True)
+    status = probe_location(location, for_write=True)
     checked()
     backup = find_backup(location.path, backup_id, location.scanner)
     delete_backup(location.path, backup.file)
@@ -198,7 +199,7 @@ def verify(
     checked: Callable[[], None],
 ) -> tuple[BackupInfo, VerifyResult]:
     """Probe, then read the whole backup: decrypt, decompress, checksum."""
-    _probe(location)
+    probe_location(location)
     checked()
     backup = find_backup(location.path, backup_id, location.scanner)
     return backup, verify_backup(location.path / backup.file, password)
@@ -208,7 +209,7 @@ def purge(
     location: Location, retention: Retention, *, checked: Callable[[], None]
 ) -> tuple[list[BackupInfo], Snapshot]:
     """Probe for writing, apply retention to this instance's backups, list."""
-    status = _probe(location, for_write=True)
+    status = probe_location(location, for_write=True)
     checked()
     purged = _purge(location, retention)
     return purged, _snapshot(location, status)
@@ -232,7 +233,7 @@ def restore_stage(
     The location is only read: one pass copies the archive to this machine
     and everything else reads the local copy.
     """
-    _probe(location)
+    probe_location(location)
     checked()
     backup, path = _found(location, backup_id)
     return stage(
@@ -251,7 +252,7 @@ def restore_preview(
     checked: Callable[[], None],
 ) -> tuple[BackupInfo, Preview]:
     """Probe, find the backup, and report what restoring it would change."""
-    _probe(location)
+    probe_location(location)
     checked()
     backup, path = _found(location, backup_id)
     return backup, preview(
@@ -274,7 +275,7 @@ def restore_extract(
     checked: Callable[[], None],
 ) -> Extracted:
     """Probe, find the backup, and extract the chosen files next to the config."""
-    _probe(location)
+    probe_location(location)
     checked()
     backup, path = _found(location, backup_id)
     return extract_selected(
