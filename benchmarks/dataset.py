@@ -27,7 +27,7 @@ DEFAULT_CACHE = Path(
         "/var/tmp/backup_offload-bench",  # noqa: S108 - a cache, root's own
     )
 )
-_VERSION = "1"
+_VERSION = "2"
 _WORDS = [
     "sensor",
     "light",

@@ -442,7 +442,8 @@ def loop(s: Settings, data: dataset.DataSet) -> dict[str, Any]:
                 idle_seconds=1.0 if s.smoke else 20.0,
             )
         )
-    shutil.rmtree(config, ignore_errors=True)
+    for scratch in (config, s.work / "loop-slow-source", s.work / "core-slow-source"):
+        shutil.rmtree(scratch, ignore_errors=True)
     return {"delay_ms": s.delay * 1000, "slow skipped": skipped, "operations": results}
 
 
