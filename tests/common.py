@@ -52,3 +52,18 @@ async def setup_location(
     entry.add_to_hass(hass)
     assert await hass.config_entries.async_setup(entry.entry_id)
     return entry
+
+
+async def call(
+    hass: HomeAssistant, service: str, entry: MockConfigEntry, **data: Any
+) -> dict[str, Any]:
+    """Call an action of a location, wait for it and return its response."""
+    response = await hass.services.async_call(
+        DOMAIN,
+        service,
+        {"config_entry_id": entry.entry_id, **data},
+        blocking=True,
+        return_response=True,
+    )
+    assert response is not None
+    return dict(response)

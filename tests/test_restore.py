@@ -48,7 +48,7 @@ from custom_components.backup_offload.const import (
 from custom_components.backup_offload.errors import LocationUnavailableError
 from custom_components.backup_offload.restore import MARKER_NAME, STAGING_DIR
 
-from .common import in_executor, run
+from .common import call, in_executor, run
 from .engine.helpers import backup_json, build_archive, inner_offset, member
 from .mounts import tmpfs
 
@@ -74,15 +74,7 @@ CONTENT = {
 async def _call(
     hass: HomeAssistant, entry: MockConfigEntry, service: str = "restore", **data: Any
 ) -> dict[str, Any]:
-    response = await hass.services.async_call(
-        DOMAIN,
-        service,
-        {"config_entry_id": entry.entry_id, **data},
-        blocking=True,
-        return_response=True,
-    )
-    assert response is not None
-    return dict(response)
+    return await call(hass, service, entry, **data)
 
 
 def tree(root: Path) -> dict[str, str]:

@@ -30,22 +30,8 @@ from custom_components.backup_offload.const import (
     EVENT_BACKUP_FAILED,
 )
 
-from .common import in_executor, run, setup_location
+from .common import call, in_executor, run, setup_location
 from .mounts import tmpfs, unmount
-
-
-async def _call(
-    hass: HomeAssistant, service: str, entry: MockConfigEntry, **data: Any
-) -> dict[str, Any]:
-    response = await hass.services.async_call(
-        DOMAIN,
-        service,
-        {"config_entry_id": entry.entry_id, **data},
-        blocking=True,
-        return_response=True,
-    )
-    assert response is not None
-    return dict(response)
 
 
 def _files(path: Path) -> list[str]:
@@ -63,7 +49,7 @@ async def test_create_list_verify_delete(
     created = async_capture_events(hass, EVENT_BACKUP_CREATED)
     deleted = async_capture_events(hass, EVENT_BACKUP_DELETED)
 
-    response = await _call(hass, "create", init_integration, name="Before update")
+    response = await call(hass, "create", init_integration, name="Before update")
     backup = response["backup"]
     assert backup["name"] == "Before update"
     assert backup["own"] is True
@@ -83,19 +69,19 @@ async def test_create_list_verify_delete(
         }
     ]
 
-    listing = await _call(hass, "list", init_integration)
+    listing = await call(hass, "list", init_integration)
     assert listing["backups"] == [backup]
     assert listing["invalid"] == {}
 
-    verified = await _call(hass, "verify", init_integration, backup_id=backup_id)
+    verified = await call(hass, "verify", init_integration, backup_id=backup_id)
     assert verified["valid"] is True
     assert verified["members"] > 0
 
-    response = await _call(hass, "delete", init_integration, backup_id=backup_id)
+    response = await call(hass, "delete", init_integration, backup_id=backup_id)
     assert response["backup"]["backup_id"] == backup_id
     assert await _listdir(hass, location_dir) == []
     assert [e.data["backup_id"] for e in deleted] == [backup_id]
-    assert (await _call(hass, "list", init_integration))["backups"] == []
+    assert (await call(hass, "list", init_integration))["backups"] == []
 
 
 async def test_create_encrypted_with_options(
@@ -108,14 +94,14 @@ async def test_create_encrypted_with_options(
         require_mount=False,
         options={"password": "s3cret", "compress": False, "include_database": False},
     )
-    backup = (await _call(hass, "create", entry))["backup"]
+    backup = (await call(hass, "create", entry))["backup"]
     assert backup["protected"] is True
     assert backup["database_included"] is False
     assert backup["name"].startswith("Backup Offload ")
 
-    assert (await _call(hass, "verify", entry, backup_id=backup["backup_id"]))["valid"]
+    assert (await call(hass, "verify", entry, backup_id=backup["backup_id"]))["valid"]
     with pytest.raises(ServiceValidationError) as err:
-        await _call(hass, "verify", entry, backup_id=backup["backup_id"], password="no")
+        await call(hass, "verify", entry, backup_id=backup["backup_id"], password="no")
     assert err.value.translation_key == "wrong_password"
 
 
@@ -123,7 +109,7 @@ async def test_verify_reports_corruption(
     hass: HomeAssistant, init_integration: MockConfigEntry, location_dir: Path
 ) -> None:
     """A damaged archive is reported in the response, not raised."""
-    backup = (await _call(hass, "create", init_integration))["backup"]
+    backup = (await call(hass, "create", init_integration))["backup"]
     path = location_dir / backup["file"]
 
     def damage() -> None:
@@ -132,9 +118,7 @@ async def test_verify_reports_corruption(
         path.write_bytes(bytes(data))
 
     await hass.async_add_executor_job(damage)
-    result = await _call(
-        hass, "verify", init_integration, backup_id=backup["backup_id"]
-    )
+    result = await call(hass, "verify", init_integration, backup_id=backup["backup_id"])
     assert result["valid"] is False
     assert result["problem"] == "corrupt_backup"
 
@@ -144,7 +128,7 @@ async def test_retention_after_create_and_purge(
 ) -> None:
     """Retention runs after each create; purge applies new settings now."""
     ids = [
-        (await _call(hass, "create", init_integration, name=f"b{i}"))["backup"][
+        (await call(hass, "create", init_integration, name=f"b{i}"))["backup"][
             "backup_id"
         ]
         for i in range(3)
@@ -152,15 +136,15 @@ async def test_retention_after_create_and_purge(
     hass.config_entries.async_update_entry(
         init_integration, options={CONF_KEEP_COUNT: 2}
     )
-    response = await _call(hass, "create", init_integration, name="b3")
+    response = await call(hass, "create", init_integration, name="b3")
     assert set(response["purged"]) == set(ids[:2])
 
     hass.config_entries.async_update_entry(
         init_integration, options={CONF_KEEP_COUNT: 1}
     )
-    response = await _call(hass, "purge", init_integration)
+    response = await call(hass, "purge", init_integration)
     assert [b["backup_id"] for b in response["deleted"]] == [ids[2]]
-    listing = await _call(hass, "list", init_integration)
+    listing = await call(hass, "list", init_integration)
     assert [b["name"] for b in listing["backups"]] == ["b3"]
 
 
@@ -168,7 +152,7 @@ async def test_retention_keeps_backups_of_others(
     hass: HomeAssistant, init_integration: MockConfigEntry, location_dir: Path
 ) -> None:
     """A backup this instance did not make is listed but never purged."""
-    backup = (await _call(hass, "create", init_integration, name="mine"))["backup"]
+    backup = (await call(hass, "create", init_integration, name="mine"))["backup"]
     foreign = location_dir / "foreign.tar"
 
     def copy_as_foreign() -> None:
@@ -199,8 +183,8 @@ async def test_retention_keeps_backups_of_others(
     hass.config_entries.async_update_entry(
         init_integration, options={CONF_KEEP_COUNT: 1}
     )
-    await _call(hass, "create", init_integration, name="newer")
-    listing = await _call(hass, "list", init_integration)
+    await call(hass, "create", init_integration, name="newer")
+    listing = await call(hass, "list", init_integration)
     by_id = {b["backup_id"]: b for b in listing["backups"]}
     assert by_id["f0f0f0f0"]["own"] is False
     assert {b["name"] for b in listing["backups"]} == {"newer", backup["name"]} - {
@@ -244,7 +228,7 @@ async def test_bad_input(
     # Bad input is not a failure of the location.
     assert hass.states.get("sensor.nas_last_failure").state == "unknown"
     # The location recovers: the next good call works.
-    assert (await _call(hass, "list", init_integration))["backups"] == []
+    assert (await call(hass, "list", init_integration))["backups"] == []
 
 
 async def test_entry_not_loaded(
@@ -253,7 +237,7 @@ async def test_entry_not_loaded(
     """An unloaded location is refused with its own error."""
     await hass.config_entries.async_unload(init_integration.entry_id)
     with pytest.raises(ServiceValidationError) as err:
-        await _call(hass, "list", init_integration)
+        await call(hass, "list", init_integration)
     assert err.value.translation_key == "entry_not_loaded"
 
 
@@ -280,11 +264,11 @@ async def test_two_creates_at_once(
     hass: HomeAssistant, init_integration: MockConfigEntry, location_dir: Path
 ) -> None:
     """The second create on a busy location fails at once; the first succeeds."""
-    first = hass.async_create_task(_call(hass, "create", init_integration, name="a"))
+    first = hass.async_create_task(call(hass, "create", init_integration, name="a"))
     while hass.states.get("sensor.nas_state").state != "creating":  # noqa: ASYNC110
         await asyncio.sleep(0)
     with pytest.raises(HomeAssistantError) as err:
-        await _call(hass, "create", init_integration, name="b")
+        await call(hass, "create", init_integration, name="b")
     assert err.value.translation_key == "busy"
     backup = (await first)["backup"]
     assert backup["name"] == "a"
@@ -304,7 +288,7 @@ async def test_create_on_unmounted_location(
         await run(hass, unmount, mount_point)
 
         with pytest.raises(HomeAssistantError) as err:
-            await _call(hass, "create", entry)
+            await call(hass, "create", entry)
         assert err.value.translation_key == "location_not_a_mount"
         assert await _listdir(hass, mount_point) == []
         assert len(failed) == 1
@@ -328,7 +312,7 @@ async def test_create_on_full_disk(
     async with in_executor(hass, tmpfs(mount_point, size="1m")):
         entry = await setup_location(hass, mount_point)
         with pytest.raises(HomeAssistantError) as err:
-            await _call(hass, "create", entry)
+            await call(hass, "create", entry)
         assert err.value.translation_key == "insufficient_space"
         assert await _listdir(hass, mount_point) == []
         await hass.config_entries.async_unload(entry.entry_id)
@@ -340,10 +324,10 @@ async def test_location_removed_while_running(
     """The directory disappears: actions fail clearly, sensors say so."""
     await hass.async_add_executor_job(location_dir.rmdir)
     with pytest.raises(HomeAssistantError) as err:
-        await _call(hass, "list", init_integration)
+        await call(hass, "list", init_integration)
     assert err.value.translation_key == "location_not_found"
     with pytest.raises(HomeAssistantError) as err:
-        await _call(hass, "create", init_integration)
+        await call(hass, "create", init_integration)
     assert err.value.translation_key == "location_not_found"
     assert not await hass.async_add_executor_job(location_dir.exists)
     assert hass.states.get("binary_sensor.nas_connected").state == "off"

@@ -31,23 +31,9 @@ from custom_components.backup_offload.const import (
     CONF_REQUIRE_MOUNT,
     DOMAIN,
 )
+from tests.common import call
 
 OUR_CODE = str(Path(integration.__file__).resolve().parent)
-
-
-async def call(
-    hass: HomeAssistant, service: str, entry: MockConfigEntry, **data: Any
-) -> dict[str, Any]:
-    """Call an action of the location and return its response."""
-    response = await hass.services.async_call(
-        DOMAIN,
-        service,
-        {"config_entry_id": entry.entry_id, **data},
-        blocking=True,
-        return_response=True,
-    )
-    assert response is not None
-    return dict(response)
 
 
 async def call_error(
