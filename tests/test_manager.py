@@ -14,7 +14,7 @@ from pytest_homeassistant_custom_component.common import MockConfigEntry
 
 from custom_components.backup_offload.const import DOMAIN
 
-from .common import run
+from .common import call, run
 
 
 async def test_progress_while_creating(
@@ -91,22 +91,10 @@ async def test_list_while_busy_returns_last_listing(
     )
     while not init_integration.runtime_data.manager.runner.running:  # noqa: ASYNC110
         await asyncio.sleep(0)
-    listing = await hass.services.async_call(
-        DOMAIN,
-        "list",
-        {"config_entry_id": init_integration.entry_id},
-        blocking=True,
-        return_response=True,
-    )
+    listing = await call(hass, "list", init_integration)
     assert listing["cached"] is True
     assert len(listing["backups"]) == 1
     await first
-    listing = await hass.services.async_call(
-        DOMAIN,
-        "list",
-        {"config_entry_id": init_integration.entry_id},
-        blocking=True,
-        return_response=True,
-    )
+    listing = await call(hass, "list", init_integration)
     assert listing["cached"] is False
     assert len(listing["backups"]) == 2

@@ -115,22 +115,30 @@ def _drain(stream: Readable) -> None:
         pass
 
 
-def _read_sidecar(path: Path) -> str | None:
-    """Return the digest in ``<file>.sha256``, None when there is none."""
+def read_sidecar(path: Path) -> str | None:
+    """Return the digest in ``<file>.sha256``, None when there is none.
+
+    An OSError reading it is the caller's to map: it says where the file is.
+    """
     sidecar = path.with_name(path.name + SIDECAR_SUFFIX)
     try:
         with sidecar.open("rb") as file:
             text = file.read(4096)
     except FileNotFoundError:
         return None
-    except OSError as err:
-        raise _StorageError(err) from err
     match = _SIDECAR_LINE.match(text)
     if match is None:
         raise CorruptBackupError(
             f"{sidecar.name} is not in sha256sum format", file=path.name
         )
     return match.group(1).decode().lower()
+
+
+def _read_sidecar(path: Path) -> str | None:
+    try:
+        return read_sidecar(path)
+    except OSError as err:
+        raise _StorageError(err) from err
 
 
 @dataclass(slots=True)

@@ -30,7 +30,6 @@ import hashlib
 import json
 import os
 from pathlib import Path, PurePosixPath
-import re
 import secrets
 import shutil
 import stat
@@ -39,7 +38,7 @@ import tempfile
 from typing import Any, Final
 
 from .archive import TEMP_PREFIX, BackupInfo, VerifyResult, extract_backup
-from .archive_read import CHUNK, _read, each_member, verify_backup
+from .archive_read import CHUNK, _read, each_member, read_sidecar, verify_backup
 from .errors import (
     BackupNotFoundError,
     BackupOffloadError,
@@ -88,7 +87,6 @@ _LIVE_FORBIDDEN_FILES: Final = (
 PREVIEW_PATHS: Final = 20
 """Paths listed per category in a preview (the counts are complete)."""
 
-_SIDECAR_LINE = re.compile(rb"\s*([0-9a-fA-F]{64})[ \t]")
 _SPACE_ERRNOS: Final = frozenset({errno.ENOSPC, errno.EDQUOT})
 
 
@@ -354,22 +352,13 @@ def selector(patterns: Sequence[str]) -> Callable[[str], bool]:
 
 def _read_sidecar(path: Path) -> str | None:
     """Return the digest in the location's ``<file>.sha256``, if there is one."""
-    sidecar = path.with_name(path.name + SIDECAR_SUFFIX)
     try:
-        with sidecar.open("rb") as file:
-            text = file.read(4096)
-    except FileNotFoundError:
-        return None
+        return read_sidecar(path)
     except OSError as err:
         raise LocationUnavailableError(
-            f"Reading {sidecar.name} failed: {err}", location_reason="unreachable"
+            f"Reading {path.name}{SIDECAR_SUFFIX} failed: {err}",
+            location_reason="unreachable",
         ) from err
-    match = _SIDECAR_LINE.match(text)
-    if match is None:
-        raise CorruptBackupError(
-            f"{sidecar.name} is not in sha256sum format", file=path.name
-        )
-    return match.group(1).decode().lower()
 
 
 def _local_failure(err: OSError, what: str) -> BackupOffloadError:
