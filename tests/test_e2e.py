@@ -112,6 +112,9 @@ def instance(tmp_path: Path, socket_enabled: None) -> Iterator[Instance]:
             stdout=out,
             stderr=subprocess.STDOUT,
             env={**os.environ, "PYTHONPATH": ""},
+            # Its own process group, with its worker processes: a test can
+            # kill them all at once, as a power cut would.
+            start_new_session=True,
         )
     hass = Instance(url=f"http://127.0.0.1:{port}", process=process, log=log)
     try:

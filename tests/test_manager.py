@@ -5,6 +5,9 @@ from __future__ import annotations
 import asyncio
 import os
 from pathlib import Path
+import subprocess
+import sys
+from unittest.mock import patch
 
 from homeassistant.core import Event, EventStateChangedData, HomeAssistant, callback
 from homeassistant.exceptions import HomeAssistantError
@@ -12,6 +15,7 @@ from homeassistant.helpers.event import async_track_state_change_event
 import pytest
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
+from custom_components.backup_offload import worker
 from custom_components.backup_offload.const import DOMAIN
 
 from .common import call, run
@@ -44,6 +48,38 @@ async def test_progress_while_creating(
     assert progress == sorted(progress)
     assert len(set(progress)) > 2, seen
     assert seen[-1] == ("idle", None)
+
+
+async def test_heavy_work_in_worker_processes(
+    hass: HomeAssistant, ha_config_dir: Path, init_integration: MockConfigEntry
+) -> None:
+    """Create, verify and a partial restore each run in a worker process.
+
+    Home Assistant's own interpreter is started for each; listing is not
+    heavy and stays in the executor thread.
+    """
+    await run(hass, (ha_config_dir / "automations.yaml").write_text, "[]\n")
+    with patch.object(worker.subprocess, "Popen", wraps=subprocess.Popen) as spawned:
+        backup = (await call(hass, "create", init_integration))["backup"]
+        assert spawned.call_count == 1
+        await call(hass, "list", init_integration)
+        assert spawned.call_count == 1
+        verified = await call(
+            hass, "verify", init_integration, backup_id=backup["backup_id"]
+        )
+        assert verified["valid"] is True
+        restored = await call(
+            hass,
+            "restore",
+            init_integration,
+            backup_id=backup["backup_id"],
+            paths=["automations.yaml"],
+            safety_backup=False,
+        )
+    assert restored["restored"] == ["automations.yaml"]
+    assert spawned.call_count == 3
+    for started in spawned.call_args_list:
+        assert started.args[0][0] == sys.executable
 
 
 async def test_busy_error_is_translated(

@@ -7,6 +7,18 @@ to a translated message (``exceptions.<reason>`` in strings.json), and
 
 from __future__ import annotations
 
+from typing import Any
+
+
+def _rebuild(
+    cls: type[BackupOffloadError], args: tuple[Any, ...], state: dict[str, Any]
+) -> BackupOffloadError:
+    """Recreate an error from ``__reduce__``'s parts, without its ``__init__``."""
+    err = cls.__new__(cls)
+    Exception.__init__(err, *args)
+    err.__dict__.update(state)
+    return err
+
 
 class BackupOffloadError(Exception):
     """Base class of every error the core raises on purpose."""
@@ -17,6 +29,10 @@ class BackupOffloadError(Exception):
         """Store a readable message and the translation placeholders."""
         super().__init__(message)
         self.placeholders: dict[str, str] = {"error": message, **placeholders}
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickle with every attribute (errors cross from the worker process)."""
+        return (_rebuild, (type(self), self.args, dict(self.__dict__)))
 
 
 class LocationUnavailableError(BackupOffloadError):
@@ -80,3 +96,9 @@ class UnsafeArchiveError(BackupOffloadError):
     """A member would escape the target directory or is a device node."""
 
     reason = "unsafe_archive"
+
+
+class WorkerFailedError(BackupOffloadError):
+    """The worker process of an operation died before it answered."""
+
+    reason = "worker_failed"

@@ -2,7 +2,10 @@
 
 Each function probes the location and then acts, in the same thread, as the
 Supervisor does: the check cannot go stale between two jobs, and a slow share
-costs one thread hop instead of many. Each returns what it found (including a
+costs one thread hop instead of many. The heavy part of an operation (writing
+or reading a whole archive) runs in a worker process that the job starts and
+waits for (``worker.py``), so that its per-file work does not compete with
+Home Assistant's event loop for the GIL. Each returns what it found (including a
 fresh snapshot of the location) instead of touching the integration's state;
 the async side applies the result on the event loop. Nothing here imports
 Home Assistant.
@@ -16,6 +19,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 
+from . import worker
 from .archive import (
     TEMP_PREFIX,
     BackupInfo,
@@ -161,7 +165,8 @@ def create(
     if previous:
         status = probe_location(location, needed_bytes=previous[0].size)
     checked()
-    result = create_backup(
+    result = worker.run(
+        create_backup,
         location.config_dir,
         location.path,
         name=name,
@@ -202,7 +207,7 @@ def verify(
     probe_location(location)
     checked()
     backup = find_backup(location.path, backup_id, location.scanner)
-    return backup, verify_backup(location.path / backup.file, password)
+    return backup, worker.run(verify_backup, location.path / backup.file, password)
 
 
 def purge(
@@ -236,8 +241,13 @@ def restore_stage(
     probe_location(location)
     checked()
     backup, path = _found(location, backup_id)
-    return stage(
-        path, backup, password, config_dir=location.config_dir, is_newer=is_newer
+    return worker.run(
+        stage,
+        path,
+        backup,
+        password,
+        config_dir=location.config_dir,
+        is_newer=is_newer,
     )
 
 
@@ -255,7 +265,8 @@ def restore_preview(
     probe_location(location)
     checked()
     backup, path = _found(location, backup_id)
-    return backup, preview(
+    return backup, worker.run(
+        preview,
         path,
         backup,
         password,
@@ -278,8 +289,13 @@ def restore_extract(
     probe_location(location)
     checked()
     backup, path = _found(location, backup_id)
-    return extract_selected(
-        path, backup, password, config_dir=location.config_dir, patterns=patterns
+    return worker.run(
+        extract_selected,
+        path,
+        backup,
+        password,
+        config_dir=location.config_dir,
+        patterns=patterns,
     )
 
 

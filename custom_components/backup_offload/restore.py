@@ -37,6 +37,8 @@ import tarfile
 import tempfile
 from typing import Any, Final
 
+from awesomeversion import AwesomeVersion
+
 from .archive import TEMP_PREFIX, BackupInfo, VerifyResult, extract_backup
 from .archive_read import CHUNK, _read, each_member, read_sidecar, verify_backup
 from .errors import (
@@ -212,6 +214,22 @@ class Outcome:
 
 
 # --- checks -------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class NewerThan:
+    """``is_newer`` for a running Home Assistant version.
+
+    The comparison Home Assistant's restore makes before it refuses a backup
+    (AwesomeVersion); an object, not a closure, so that it can be sent to
+    the worker process.
+    """
+
+    running: str
+
+    def __call__(self, version: str) -> bool:
+        """Return whether ``version`` is newer than the running one."""
+        return bool(AwesomeVersion(version) > self.running)
 
 
 def check_version(backup: BackupInfo, is_newer: Callable[[str], bool]) -> None:

@@ -18,7 +18,6 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from awesomeversion import AwesomeVersion
 from homeassistant import backup_restore
 from homeassistant.components.backup import RestoreBackupEvent, RestoreBackupState
 from homeassistant.components.backup.const import DATA_MANAGER
@@ -104,12 +103,8 @@ def _instruction(staged: restore.Staged, *, restore_database: bool) -> dict[str,
     return {key: values[field] for field, key in instruction_keys().items()}
 
 
-def is_newer(version: str) -> bool:
-    """Return whether ``version`` is newer than the running Home Assistant.
-
-    The comparison Home Assistant's restore makes before it refuses a backup.
-    """
-    return bool(AwesomeVersion(version) > HA_VERSION)
+is_newer = restore.NewerThan(HA_VERSION)
+"""Whether a backup's Home Assistant version is newer than the running one."""
 
 
 def _paths(paths: list[str]) -> dict[str, Any]:

@@ -21,7 +21,6 @@ from contextlib import AbstractContextManager, contextmanager
 import gzip
 import hashlib
 import importlib
-from importlib import metadata
 from pathlib import Path
 import struct
 import tarfile
@@ -113,6 +112,9 @@ WRITE_VERSION: Final = max(READ_VERSIONS)
 
 def installed_version() -> str:
     """Return the installed securetar's version, for messages only."""
+    # Imported here: it costs the worker process a tenth of its start.
+    from importlib import metadata  # noqa: PLC0415
+
     try:
         return metadata.version("securetar")
     except metadata.PackageNotFoundError:  # pragma: no cover - vendored copy

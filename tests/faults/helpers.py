@@ -11,11 +11,13 @@ import contextlib
 import ctypes
 import ctypes.util
 from dataclasses import dataclass
+import gc
 import os
 from pathlib import Path
 import struct
 import sys
 import threading
+import time
 from typing import Any
 
 from homeassistant.core import HomeAssistant
@@ -175,10 +177,13 @@ class LoopLag:
     to run may wait a few milliseconds for a CPU. Each beat's delay is
     therefore counted without the time the loop thread spent waiting for a
     CPU meanwhile (``run_delay`` in ``/proc/self/task/<tid>/schedstat``).
-    Time the loop thread spent running, blocked in a system call (a hung
-    share) or waiting for the GIL is all counted. ``raw_worst`` keeps the
-    plain wall-clock figure. Where schedstat is not available, nothing is
-    subtracted.
+    Neither is a garbage collection that ran on the loop thread: it walks
+    the test process's whole heap (pytest's, the harness's, coverage's) and
+    happens wherever the allocations add up, so its time is subtracted too
+    (and reported). Time the loop thread spent running our code, blocked in a
+    system call (a hung share) or waiting for the GIL is all counted.
+    ``raw_worst`` keeps the plain wall-clock figure. Where schedstat is not
+    available, the CPU wait is not subtracted.
     """
 
     def __init__(self, interval: float = 0.005) -> None:
@@ -190,10 +195,23 @@ class LoopLag:
         """The worst wall-clock delay of a beat."""
         self.beats = 0
         self.phase = ""
-        self.late: list[tuple[str, float, float]] = []
-        """(phase, delay ms, waiting for a CPU ms) of each beat late > 5 ms."""
+        self.late: list[tuple[str, float, float, float]] = []
+        """(phase, delay ms, waiting for a CPU ms, in GC ms) of each beat late
+        by more than 5 ms."""
         self._task: asyncio.Task[None] | None = None
         self._schedstat: int | None = None
+        self._gc_total = 0.0
+        self._gc_start = 0.0
+        self._loop_thread = 0
+
+    def _gc(self, phase: str, info: dict[str, Any]) -> None:
+        """Add up the time of collections on the loop thread (gc.callbacks)."""
+        if threading.get_ident() != self._loop_thread:
+            return
+        if phase == "start":
+            self._gc_start = time.monotonic()
+        else:
+            self._gc_total += time.monotonic() - self._gc_start
 
     def _cpu_wait(self) -> float:
         """Return the loop thread's total wait for a CPU, in seconds."""
@@ -208,15 +226,22 @@ class LoopLag:
         while True:
             start = loop.time()
             waited = self._cpu_wait()
+            collecting = self._gc_total
             await asyncio.sleep(self.interval)
             delay = loop.time() - start - self.interval
             waited = self._cpu_wait() - waited
-            own = max(0.0, delay - waited)
+            collecting = self._gc_total - collecting
+            own = max(0.0, delay - waited - collecting)
             self.raw_worst = max(self.raw_worst, delay)
             self.worst = max(self.worst, own)
             if delay > 0.005:
                 self.late.append(
-                    (self.phase, round(delay * 1000, 1), round(waited * 1000, 1))
+                    (
+                        self.phase,
+                        round(delay * 1000, 1),
+                        round(waited * 1000, 1),
+                        round(collecting * 1000, 1),
+                    )
                 )
             self.beats += 1
 
@@ -225,6 +250,8 @@ class LoopLag:
         loop = asyncio.get_running_loop()
         path = Path(f"/proc/self/task/{threading.get_native_id()}/schedstat")
         self._schedstat = await loop.run_in_executor(None, _open_schedstat, path)
+        self._loop_thread = threading.get_ident()
+        gc.callbacks.append(self._gc)
         self._task = loop.create_task(self._beat())
         return self
 
@@ -234,6 +261,7 @@ class LoopLag:
         self._task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
+        gc.callbacks.remove(self._gc)
         if self._schedstat is not None:
             os.close(self._schedstat)
 
@@ -242,7 +270,8 @@ class LoopLag:
         return (
             f"event loop lag {self.worst * 1000:.1f} ms"
             f" ({self.raw_worst * 1000:.1f} ms wall clock);"
-            f" late beats (phase, ms, ms waiting for a CPU): {self.late}"
+            " late beats (phase, ms, ms waiting for a CPU, ms in GC):"
+            f" {self.late}"
         )
 
 

@@ -2,15 +2,20 @@
 
 A real Home Assistant process (tests/test_e2e.py's `instance`) writes a
 backup to a share through the `create` action and is killed while the
-archive is half written: its hidden temporary file stays behind, as after
-a power cut. At the next start the listing is right (the partial file is
-never a backup), a fresh temporary file is left alone (it could be another
-instance's backup in progress), and a stale one is removed.
+archive is half written.
+
+- Killed with its worker process, as by a power cut: the hidden temporary
+  file stays behind. At the next start the listing is right (the partial
+  file is never a backup), a fresh temporary file is left alone (it could be
+  another instance's backup in progress), and a stale one is removed.
+- Killed alone (the OOM killer, `kill -9`): the worker process notices that
+  Home Assistant is gone, removes its temporary file and exits.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 from pathlib import Path
 import signal
@@ -65,9 +70,12 @@ def _temporary_bytes(location: Path) -> int:
     return total
 
 
-def _kill_during_create(hass: Instance, location: Path) -> dict[str, Any]:
+def _kill_during_create(
+    hass: Instance, location: Path, *, with_worker: bool
+) -> dict[str, Any]:
     """Make one good backup, then SIGKILL Home Assistant during the next one.
 
+    ``with_worker``: its worker process is killed at the same moment.
     Returns the good backup's metadata (blocking).
     """
     _onboard(hass)
@@ -97,11 +105,41 @@ def _kill_during_create(hass: Instance, location: Path) -> dict[str, Any]:
         if time.monotonic() > deadline or not caller.is_alive():
             pytest.fail(f"the backup did not get far: {attributes}, {written} B")
         time.sleep(0.02)
-    hass.process.send_signal(signal.SIGKILL)
+    workers = _children(hass.process.pid)
+    assert len(workers) == 1, workers
+    if with_worker:
+        os.killpg(hass.process.pid, signal.SIGKILL)
+    else:
+        hass.process.send_signal(signal.SIGKILL)
     assert hass.process.wait(timeout=WAIT) == -signal.SIGKILL
+    deadline = time.monotonic() + WAIT
+    while _running(workers[0]):
+        assert time.monotonic() < deadline, "the worker process outlived the kill"
+        time.sleep(0.02)
     caller.join(timeout=WAIT)
     assert outcome, "the create answered although Home Assistant was killed"
     return dict(good)
+
+
+def _children(pid: int) -> list[int]:
+    """Return the ids of the processes whose parent is ``pid`` (blocking)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                if int(fields[1]) == pid:
+                    found.append(int(entry.name))
+    return found
+
+
+def _running(pid: int) -> bool:
+    """Return whether ``pid`` still runs (a zombie does not; blocking)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except FileNotFoundError:
+        return False
+    return fields[0] != "Z"
 
 
 def _age(path: Path, seconds: float) -> None:
@@ -116,7 +154,12 @@ async def test_killed_during_create(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """The partial file is no backup, stays while fresh, goes once stale."""
-    good = await run(hass, _kill_during_create, instance, share.path)
+    good = await run(
+        hass,
+        functools.partial(_kill_during_create, with_worker=True),
+        instance,
+        share.path,
+    )
     archives, sidecars, temporary = await run(hass, backups_on_disk, share.path)
     assert archives == {good["file"]}
     assert sidecars == {good["file"] + ".sha256"}
@@ -156,4 +199,30 @@ async def test_killed_during_create(
     verified = await call(hass, "verify", entry, backup_id=good["backup_id"])
     assert verified["valid"] is True
     assert state(hass, "binary_sensor.nas_connected") == "on"
+    await hass.config_entries.async_unload(entry.entry_id)
+
+
+async def test_killed_alone(
+    hass: HomeAssistant,
+    share: Share,
+    instance: Instance,  # noqa: F811 - the fixture imported above
+) -> None:
+    """Home Assistant killed, its worker not: the worker leaves nothing behind."""
+    good = await run(
+        hass,
+        functools.partial(_kill_during_create, with_worker=False),
+        instance,
+        share.path,
+    )
+    archives, sidecars, temporary = await run(hass, backups_on_disk, share.path)
+    assert (archives, sidecars, temporary) == (
+        {good["file"]},
+        {good["file"] + ".sha256"},
+        set(),
+    )
+    hass.config.config_dir = str(share.path.parent / "config")
+    entry = await setup_location(hass, share.path)
+    listing = await call(hass, "list", entry)
+    assert [b["backup_id"] for b in listing["backups"]] == [good["backup_id"]]
+    assert listing["invalid"] == {}
     await hass.config_entries.async_unload(entry.entry_id)
