@@ -436,18 +436,21 @@ def extract_backup(
     filter checks every write as a second line of defence. If anything fails,
     what was created is removed again.
 
-    With ``select`` the archive is read twice: checked completely, then the
-    chosen members extracted. Without it (everything is wanted) it is read
-    once: members are extracted as they come into a staging directory (the
-    target itself when it is new or empty, else a hidden directory in it)
-    and moved into place only once the whole archive was checked.
+    The archive is read once: the chosen members are extracted as they come
+    into a staging directory (the target itself when it is new or empty,
+    else a hidden directory in it), every member is checked on the way, and
+    the staged files are moved into place only once the whole archive was
+    checked. Only a chosen hard link to a file that was not chosen makes it
+    read twice: checked completely, then the members extracted.
 
     Returns the extracted relative paths in archive order. Raises what
     ``verify_backup`` raises, and InsufficientSpaceError or WriteFailedError
     when writing into ``target`` fails.
     """
-    if select is None:
-        return _OnePass(path, target, password).run()
+    try:
+        return _OnePass(path, target, password, select).run()
+    except _LinkTargetNotChosenError:
+        pass  # nothing of the first attempt is left
     selection = _Selection(SafetyCheck(ARCHIVE_ROOT), select, {}, {}, {})
     _read(path, password, each_member(selection.visit), wanted=_is_homeassistant)
     selection.check.finish()
@@ -457,16 +460,27 @@ def extract_backup(
     return list(dict.fromkeys(selection.chosen.values()))
 
 
+class _LinkTargetNotChosenError(Exception):
+    """A chosen hard link points to a member that was passed over."""
+
+
 _STAGE_PREFIX: Final = ".backup_offload-extract-"
 
 
 class _OnePass:
-    """Extract everything in one read: stage, check, then move into place."""
+    """Extract in one read: stage, check, then move into place."""
 
-    def __init__(self, path: Path, target: Path, password: str | None) -> None:
+    def __init__(
+        self,
+        path: Path,
+        target: Path,
+        password: str | None,
+        select: Callable[[str], bool] | None,
+    ) -> None:
         self.path = path
         self.target = target
         self.password = password
+        self.select = select
         self.check = SafetyCheck(ARCHIVE_ROOT)
         self.chosen: dict[str, tarfile.TarInfo] = {}
         """Target-relative path -> its (last) member, in archive order."""
@@ -528,11 +542,15 @@ class _OnePass:
             if self.refused is not None or len(self.check.problems) > problems:
                 continue
             rel = self.check.mapped(member.name)
-            if rel:
+            if rel and (self.select is None or self.select(rel)):
                 if member.islnk():
                     member.linkname = (
                         self.check.mapped(member.linkname) or member.linkname
                     )
+                    if member.linkname not in self.chosen:
+                        # Its data went by unextracted: only a second pass
+                        # can bring it.
+                        raise _LinkTargetNotChosenError(member.linkname)
                 member.name = rel
                 self.chosen.pop(rel, None)  # keep archive order of the last one
                 self.chosen[rel] = member
