@@ -3,6 +3,13 @@
 Each operation runs in a fresh interpreter so that the compressor choice
 (``BACKUP_OFFLOAD_COMPRESSOR``), memory use and imports of one cannot leak
 into another. It prints one JSON object: seconds, output size, peak RSS.
+
+Our operations run as the integration runs them: through ``worker.run``, in
+a worker process that this one starts (its start is part of the time). The
+worker's memory is reported too: its peak RSS (``getrusage``), its RSS when
+it has just started (a call that does nothing, first), and the peak of its
+private memory (sampled from ``/proc``: what the backup costs the machine,
+without the shared libraries that Home Assistant has loaded anyway).
 """
 
 from __future__ import annotations
@@ -11,9 +18,12 @@ import argparse
 import contextlib
 from datetime import UTC, datetime
 import json
+import os
 from pathlib import Path
+import resource
 import subprocess
 import sys
+import threading
 import time
 from types import ModuleType, SimpleNamespace
 from typing import Any
@@ -52,8 +62,54 @@ def _reset_peak() -> None:
         Path("/proc/self/clear_refs").write_text("5")
 
 
+def _private_kib(pid: int) -> int:
+    """Return a process's private memory (USS), 0 if it is gone."""
+    try:
+        lines = Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()
+    except OSError:
+        return 0
+    fields = {line.split(":")[0]: line.split()[1] for line in lines[1:]}
+    return int(fields["Private_Clean"]) + int(fields["Private_Dirty"])
+
+
+class WorkerMemory:
+    """Samples the private memory of this process's children meanwhile."""
+
+    def __init__(self) -> None:
+        """Sample nothing yet."""
+        self.peak_private_kib = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _children(self) -> list[int]:
+        me = str(os.getpid())
+        found = []
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                with contextlib.suppress(OSError):
+                    stat = (entry / "stat").read_text()
+                    if stat.rsplit(")", 1)[1].split()[1] == me:
+                        found.append(int(entry.name))
+        return found
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.02):
+            for pid in self._children():
+                self.peak_private_kib = max(self.peak_private_kib, _private_kib(pid))
+
+    def __enter__(self) -> WorkerMemory:
+        """Start sampling."""
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        """Stop sampling."""
+        self._stop.set()
+        self._thread.join()
+
+
 def ours_create(source: Path, out: Path, password: str | None) -> dict[str, Any]:
-    from custom_components.backup_offload import archive
+    from custom_components.backup_offload import archive, worker
 
     try:
         from custom_components.backup_offload.compression import BACKEND
@@ -61,7 +117,8 @@ def ours_create(source: Path, out: Path, password: str | None) -> dict[str, Any]
         compressor = BACKEND.name
     except ImportError:  # an engine from before compression.py
         compressor = "securetar gzip"
-    result = archive.create_backup(
+    result = worker.run(
+        archive.create_backup,
         source,
         out,
         name="bench",
@@ -76,18 +133,18 @@ def ours_create(source: Path, out: Path, password: str | None) -> dict[str, Any]
 
 
 def ours_verify(archive_path: Path, password: str | None) -> dict[str, Any]:
-    from custom_components.backup_offload import archive
+    from custom_components.backup_offload import archive, worker
 
-    result = archive.verify_backup(archive_path, password)
+    result = worker.run(archive.verify_backup, archive_path, password)
     return {"members": result.members}
 
 
 def ours_extract(
     archive_path: Path, target: Path, password: str | None
 ) -> dict[str, Any]:
-    from custom_components.backup_offload import archive
+    from custom_components.backup_offload import archive, worker
 
-    done = archive.extract_backup(archive_path, target, password)
+    done = worker.run(archive.extract_backup, archive_path, target, password)
     return {"members": len(done)}
 
 
@@ -152,18 +209,32 @@ def main() -> None:
         "tar-list": lambda: tar_list(args[0]),
     }
     # Import first: the time and memory of imports are not the operation's.
+    worker_start_kib = None
     if options.op.startswith("ours"):
         _engine_without_home_assistant()
-        from custom_components.backup_offload import archive  # noqa: F401
+        from custom_components.backup_offload import archive, worker
+
+        # A worker that does nothing: its peak RSS is that of a fresh worker.
+        worker.run(archive.BackupScanner)
+        worker_start_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     elif options.op.startswith("ha"):
         from homeassistant.components.backup import manager  # noqa: F401
     before = _rss_kib("VmRSS")
     _reset_peak()
-    start = time.perf_counter()
-    result = ops[options.op]()
-    seconds = time.perf_counter() - start
+    with WorkerMemory() as sampled:
+        start = time.perf_counter()
+        result = ops[options.op]()
+        seconds = time.perf_counter() - start
     peak = _rss_kib("VmHWM")
     result |= {"seconds": seconds, "rss_before_kib": before, "rss_peak_kib": peak}
+    if worker_start_kib is not None:
+        result |= {
+            "worker_start_rss_kib": worker_start_kib,
+            "worker_peak_rss_kib": resource.getrusage(
+                resource.RUSAGE_CHILDREN
+            ).ru_maxrss,
+            "worker_peak_private_kib": sampled.peak_private_kib,
+        }
     if "file" in result:
         result["size"] = Path(result["file"]).stat().st_size
     json.dump(result, sys.stdout)

@@ -144,11 +144,29 @@ def median_op(
     repeat: int, name: str, make_args: Callable[[], list[Path | str]], **kwargs: Any
 ) -> dict[str, Any]:
     """Run ``op`` ``repeat`` times (fresh output each time); return the median run."""
-    runs = [op(name, *make_args(), **kwargs) for _ in range(repeat)]
-    runs.sort(key=lambda run: run["seconds"])
-    result = dict(runs[len(runs) // 2])
-    result["runs"] = [round(run["seconds"], 3) for run in runs]
-    return result
+    return interleaved(repeat, {name: (name, make_args, kwargs)})[name]
+
+
+# A measured operation: its benchmarks.ops name, its arguments, op()'s options.
+Job = tuple[str, Callable[[], list[Path | str]], dict[str, Any]]
+
+
+def interleaved(repeat: int, jobs: dict[str, Job]) -> dict[str, dict[str, Any]]:
+    """Run every job once per round, ``repeat`` rounds; return each median run.
+
+    Round by round, so that the machine's slow and fast minutes (it is
+    shared) fall on every tool alike instead of on whichever ran then.
+    """
+    runs: dict[str, list[dict[str, Any]]] = {label: [] for label in jobs}
+    for _ in range(repeat):
+        for label, (name, make_args, kwargs) in jobs.items():
+            runs[label].append(op(name, *make_args(), **kwargs))
+    results = {}
+    for label, done in runs.items():
+        done.sort(key=lambda run: run["seconds"])
+        results[label] = dict(done[len(done) // 2])
+        results[label]["runs"] = [round(run["seconds"], 3) for run in done]
+    return results
 
 
 def loadavg() -> list[float]:
@@ -206,49 +224,43 @@ def throughput(s: Settings, data: dataset.DataSet, out: Path) -> dict[str, Any]:
     tar_file: Path | None = None
     for encrypted in (False, True):
         kind = "encrypted" if encrypted else "plain"
-        rows: dict[str, Any] = {}
-        rows["ours"] = median_op(
-            s.repeat, "ours-create", fresh(f"ours-{kind}"), password=encrypted
-        )
-        rows["ours (zlib fallback)"] = median_op(
-            s.repeat,
-            "ours-create",
-            fresh(f"zlib-{kind}"),
-            password=encrypted,
-            env={"BACKUP_OFFLOAD_COMPRESSOR": "zlib"},
-        )
-        rows["HA core writer"] = median_op(
-            s.repeat, "ha-create", fresh(f"ha-{kind}"), password=encrypted
-        )
+        password = {"password": encrypted}
+        creators: dict[str, Job] = {
+            "ours": ("ours-create", fresh(f"ours-{kind}"), password),
+            "ours (zlib fallback)": (
+                "ours-create",
+                fresh(f"zlib-{kind}"),
+                password | {"env": {"BACKUP_OFFLOAD_COMPRESSOR": "zlib"}},
+            ),
+            "HA core writer": ("ha-create", fresh(f"ha-{kind}"), password),
+        }
         if not encrypted:
-            rows["tar -czf"] = median_op(s.repeat, "tar-create", fresh("tar"))
+            creators["tar -czf"] = ("tar-create", fresh("tar"), {})
+        rows = interleaved(s.repeat, creators)
         result[f"create {kind}"] = rows
 
         archive = Path(rows["ours"]["file"])
-        verify = {
-            "ours": median_op(
-                s.repeat, "ours-verify", lambda a=archive: [a], password=encrypted
-            )
-        }
-        extract = {
-            "ours": median_op(
-                s.repeat,
-                "ours-extract",
-                lambda k=kind, a=archive: [a, clear(out / f"x-ours-{k}") / "t"],
-                password=encrypted,
-            )
-        }
         if "tar -czf" in rows:
             tar_file = Path(rows["tar -czf"]["file"])
+        verifiers: dict[str, Job] = {
+            "ours": ("ours-verify", lambda a=archive: [a], password)
+        }
+        extractors: dict[str, Job] = {
+            "ours": (
+                "ours-extract",
+                lambda k=kind, a=archive: [a, clear(out / f"x-ours-{k}") / "t"],
+                password,
+            )
+        }
         if tar_file is not None:
-            verify["tar -tzf"] = median_op(s.repeat, "tar-list", lambda t=tar_file: [t])
-            extract["tar -xzf"] = median_op(
-                s.repeat,
+            verifiers["tar -tzf"] = ("tar-list", lambda t=tar_file: [t], {})
+            extractors["tar -xzf"] = (
                 "tar-extract",
                 lambda t=tar_file: [t, clear(out / "x-tar") / "t"],
+                {},
             )
-        result[f"verify {kind}"] = verify
-        result[f"extract {kind}"] = extract
+        result[f"verify {kind}"] = interleaved(s.repeat, verifiers)
+        result[f"extract {kind}"] = interleaved(s.repeat, extractors)
         for name in ("x-ours-plain", "x-ours-encrypted", "x-tar"):
             shutil.rmtree(out / name, ignore_errors=True)
         for name in (f"zlib-{kind}", f"ha-{kind}"):
@@ -277,13 +289,18 @@ def memory(s: Settings, out: Path) -> dict[str, Any]:
 
 
 def _memory_row(run: dict[str, Any]) -> dict[str, Any]:
+    def mib(kib: int) -> float:
+        return round(kib / 1024, 1)
+
     return {
         "seconds": round(run["seconds"], 2),
-        "rss_before_mib": round(run["rss_before_kib"] / 1024, 1),
-        "rss_peak_mib": round(run["rss_peak_kib"] / 1024, 1),
-        "rss_increase_mib": round(
-            (run["rss_peak_kib"] - run["rss_before_kib"]) / 1024, 1
+        "caller_increase_mib": mib(run["rss_peak_kib"] - run["rss_before_kib"]),
+        "worker_start_rss_mib": mib(run["worker_start_rss_kib"]),
+        "worker_peak_rss_mib": mib(run["worker_peak_rss_kib"]),
+        "worker_increase_mib": mib(
+            run["worker_peak_rss_kib"] - run["worker_start_rss_kib"]
         ),
+        "worker_peak_private_mib": mib(run["worker_peak_private_kib"]),
     }
 
 
@@ -371,21 +388,38 @@ def _med(values: list[float]) -> float:
     return round(statistics.median(values), 4)
 
 
+def _warm(tree: Path) -> None:
+    """Read a tree once, so that no tool gets the cold caches alone."""
+    with subprocess.Popen(
+        ["tar", "-cf", "-", "-C", str(tree), "."], stdout=subprocess.PIPE
+    ) as reader:
+        assert reader.stdout is not None
+        while reader.stdout.read(1 << 20):
+            pass
+
+
 def scale(s: Settings, out: Path) -> dict[str, Any]:
     """Measure create time for growing numbers of small files (linear?)."""
     rows = {}
     for count in s.scale:
         data = dataset.files_set(count, s.cache)
-        run = median_op(
+        _warm(data.path)
+        runs = interleaved(
             s.repeat,
-            "ours-create",
-            lambda d=data.path: [d, clear(out / "scale")],
+            {
+                "ours": (
+                    "ours-create",
+                    lambda d=data.path: [d, clear(out / "scale")],
+                    {},
+                ),
+                "tar": (
+                    "tar-create",
+                    lambda d=data.path: [d, clear(out / "scale-tar")],
+                    {},
+                ),
+            },
         )
-        tar = median_op(
-            s.repeat,
-            "tar-create",
-            lambda d=data.path: [d, clear(out / "scale-tar")],
-        )
+        run, tar = runs["ours"], runs["tar"]
         rows[str(count)] = {
             "seconds": round(run["seconds"], 3),
             "us_per_file": round(run["seconds"] / count * 1e6, 1),
@@ -394,9 +428,24 @@ def scale(s: Settings, out: Path) -> dict[str, Any]:
         }
     shutil.rmtree(out / "scale", ignore_errors=True)
     shutil.rmtree(out / "scale-tar", ignore_errors=True)
-    first = rows[str(s.scale[0])]["us_per_file"]
-    last = rows[str(s.scale[-1])]["us_per_file"]
-    return {"sizes": rows, "per_file_growth": round(last / first, 2)}
+    # The time each further file costs, from one size to the next: constant
+    # when the curve is linear. (The time per file of the smallest size also
+    # carries the worker's start, a fixed cost.)
+    previous = None
+    for count in s.scale:
+        row = rows[str(count)]
+        if previous is not None:
+            added = count - previous[0]
+            row["marginal_us_per_file"] = round(
+                (row["seconds"] - previous[1]) / added * 1e6, 1
+            )
+        previous = (count, row["seconds"])
+    first = rows[str(s.scale[1])]["marginal_us_per_file"]
+    last = rows[str(s.scale[-1])]["marginal_us_per_file"]
+    return {
+        "sizes": rows,
+        "marginal_growth": round(last / first, 2) if first > 0 else None,
+    }
 
 
 def loop(s: Settings, data: dataset.DataSet) -> dict[str, Any]:
@@ -431,6 +480,7 @@ def loop(s: Settings, data: dataset.DataSet) -> dict[str, Any]:
             with mount_slowfs(source, backups_dir, s.delay) as path:
                 yield path
 
+        stalls = stack.enter_context(loop_bench.MachineStalls(s.work))
         results = asyncio.run(
             loop_bench.run_scenarios(
                 config,
@@ -442,9 +492,15 @@ def loop(s: Settings, data: dataset.DataSet) -> dict[str, Any]:
                 idle_seconds=1.0 if s.smoke else 20.0,
             )
         )
+    results = loop_bench.summarize(results, stalls)
     for scratch in (config, s.work / "loop-slow-source", s.work / "core-slow-source"):
         shutil.rmtree(scratch, ignore_errors=True)
-    return {"delay_ms": s.delay * 1000, "slow skipped": skipped, "operations": results}
+    return {
+        "delay_ms": s.delay * 1000,
+        "slow skipped": skipped,
+        "machine stalls unmeasured": stalls.unavailable,
+        "operations": results,
+    }
 
 
 # --- report -------------------------------------------------------------------
@@ -500,40 +556,62 @@ def _loop_table(report: dict[str, Any], add: Callable[[str], None]) -> None:
             "p50 ms",
             "p99 ms",
             "max ms",
+            "max without machine stalls ms",
+            "longest machine stall ms",
             "longest GC on loop ms (full GCs)",
         )
     )
-    add(_row("---", "---:", "---:", "---:", "---:", "---:"))
+    add(_row("---", "---:", "---:", "---:", "---:", "---:", "---:", "---:"))
+
+    def ms(value: float | None) -> str:
+        return "-" if value is None else f"{value:.2f}"
+
     for name, row in report["loop"]["operations"].items():
         add(
             _row(
                 name,
                 f"{row['seconds']:.2f}",
-                f"{row['p50_ms']:.2f}",
-                f"{row['p99_ms']:.2f}",
-                f"{row['max_ms']:.2f}",
+                ms(row["p50_ms"]),
+                ms(row["p99_ms"]),
+                ms(row["max_ms"]),
+                ms(row.get("max_without_machine_ms")),
+                ms(row.get("machine_stall_max_ms")),
                 f"{row['gc_on_loop_max_ms']:.1f} ({row['gc_full_on_loop']})",
             )
         )
     if report["loop"]["slow skipped"]:
         add(f"\nslow file system: {report['loop']['slow skipped']}")
+    if report["loop"].get("machine stalls unmeasured"):
+        add(f"\nmachine stalls: {report['loop']['machine stalls unmeasured']}")
     add("")
 
 
 def _memory_table(report: dict[str, Any], add: Callable[[str], None]) -> None:
     m = report["memory"]
     add(f"### Memory (one {m['file_bytes'] / 2**30:.2f} GiB file: {m['content']})\n")
-    add(_row("writer", "seconds", "RSS before MiB", "peak MiB", "increase MiB"))
-    add(_row("---", "---:", "---:", "---:", "---:"))
+    add(
+        _row(
+            "writer",
+            "seconds",
+            "caller RSS increase MiB",
+            "worker RSS at start MiB",
+            "worker peak RSS MiB",
+            "worker RSS increase MiB",
+            "worker peak private MiB",
+        )
+    )
+    add(_row("---", "---:", "---:", "---:", "---:", "---:", "---:"))
     for name in ("ours", "ours (zlib fallback)"):
         row = m[name]
         add(
             _row(
                 name,
                 row["seconds"],
-                row["rss_before_mib"],
-                row["rss_peak_mib"],
-                row["rss_increase_mib"],
+                row["caller_increase_mib"],
+                row["worker_start_rss_mib"],
+                row["worker_peak_rss_mib"],
+                row["worker_increase_mib"],
+                row["worker_peak_private_mib"],
             )
         )
     add("")
@@ -557,20 +635,33 @@ def _listing_table(report: dict[str, Any], add: Callable[[str], None]) -> None:
 def _scale_table(report: dict[str, Any], add: Callable[[str], None]) -> None:
     sc = report["scale"]
     add("### Scale: create time by number of files (2 KB each)\n")
-    add(_row("files", "seconds", "µs per file", "tar -czf s", "tar µs per file"))
-    add(_row("---:", "---:", "---:", "---:", "---:"))
+    add(
+        _row(
+            "files",
+            "seconds",
+            "µs per file",
+            "µs per further file",
+            "tar -czf s",
+            "tar µs per file",
+        )
+    )
+    add(_row("---:", "---:", "---:", "---:", "---:", "---:"))
     for count, row in sc["sizes"].items():
         add(
             _row(
                 count,
                 row["seconds"],
                 row["us_per_file"],
+                row.get("marginal_us_per_file", ""),
                 row["tar_seconds"],
                 row["tar_us_per_file"],
             )
         )
-    growth = sc["per_file_growth"]
-    add(f"\nµs per file, largest / smallest: {growth} (1.0 = perfectly linear)\n")
+    growth = sc["marginal_growth"]
+    add(
+        "\nµs per further file, largest step / smallest step: "
+        f"{growth} (1.0 = perfectly linear)\n"
+    )
 
 
 def table(report: dict[str, Any]) -> str:

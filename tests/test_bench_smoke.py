@@ -46,9 +46,20 @@ def test_bench_smoke(tmp_path: Path) -> None:
         "HA core backup.create (tmpfs)",
     ):
         assert operations[name]["max_ms"] >= 0
+    for name in (
+        "ours create (tmpfs, in a thread)",
+        "ours verify (tmpfs, in a thread)",
+        "ours partial restore (tmpfs, in a thread)",
+    ):
+        assert operations[name]["max_ms"] >= 0
+    if report["loop"]["machine stalls unmeasured"] is None:
+        for row in operations.values():
+            assert row["max_without_machine_ms"] <= row["max_ms"]
     if report["loop"]["slow skipped"] is None:
         assert "ours create (slow)" in operations
-    assert report["memory"]["ours"]["rss_increase_mib"] >= 0
+    memory = report["memory"]["ours"]
+    assert memory["worker_peak_rss_mib"] >= memory["worker_start_rss_mib"] > 0
+    assert memory["worker_peak_private_mib"] > 0
     assert report["listing"]["local cold s"] >= 0
     assert len(report["scale"]["sizes"]) == 3
     assert "### Throughput" in run.table(report)

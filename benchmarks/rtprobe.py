@@ -1,0 +1,49 @@
+"""Machine stalls: ``python -m benchmarks.rtprobe OUT``, a real-time sleeper.
+
+Runs at real-time priority (SCHED_FIFO), so no ordinary thread of the machine
+(Home Assistant, the backup, the FUSE server) can keep it from the CPU; it
+sleeps 1 ms at a time and records each wake-up that came more than 1 ms
+late. Those are moments when the machine itself did not run userspace (the
+hypervisor took the CPU: these machines are shared VMs; or the kernel was
+busy). The loop benchmark subtracts them from the loop's lag, so that what
+remains is the lag that Home Assistant's own threads caused.
+
+Prints ``ready`` when it runs; on SIGTERM writes ``[[monotonic, lag], ...]``
+as JSON to OUT and exits.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+import signal
+import sys
+import time
+
+SLEEP = 0.001
+THRESHOLD = 0.001
+
+
+def main() -> None:
+    os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(50))
+    stalls: list[tuple[float, float]] = []
+    running = True
+
+    def stop(*_: object) -> None:
+        nonlocal running
+        running = False
+
+    signal.signal(signal.SIGTERM, stop)
+    print("ready", flush=True)
+    while running:
+        start = time.monotonic()
+        time.sleep(SLEEP)
+        lag = time.monotonic() - start - SLEEP
+        if lag > THRESHOLD:
+            stalls.append((start + SLEEP, lag))
+    Path(sys.argv[1]).write_text(json.dumps(stalls))
+
+
+if __name__ == "__main__":
+    main()
