@@ -1,12 +1,14 @@
-"""Machine stalls: ``python -m benchmarks.rtprobe OUT``, a real-time sleeper.
+"""Machine stalls: ``python -m benchmarks.rtprobe CPU OUT``, a real-time sleeper.
 
-Runs at real-time priority (SCHED_FIFO), so no ordinary thread of the machine
-(Home Assistant, the backup, the FUSE server) can keep it from the CPU; it
-sleeps 1 ms at a time and records each wake-up that came more than 1 ms
-late. Those are moments when the machine itself did not run userspace (the
-hypervisor took the CPU: these machines are shared VMs; or the kernel was
-busy). The loop benchmark subtracts them from the loop's lag, so that what
-remains is the lag that Home Assistant's own threads caused.
+Runs on one CPU at real-time priority (SCHED_FIFO), so no ordinary thread of
+the machine (Home Assistant, the backup, the FUSE server) can keep it from
+that CPU; it sleeps 1 ms at a time and records each wake-up that came more
+than 1 ms late. Those are moments when that CPU did not run userspace at
+all (the hypervisor took it: these machines are shared VMs, and one virtual
+CPU can stall while the other runs; or the kernel was busy). The loop
+benchmark runs one probe per CPU and subtracts the stalls of the CPU the
+loop thread was on from the loop's lag, so that what remains is the lag
+that Home Assistant's own threads caused.
 
 Prints ``ready`` when it runs; on SIGTERM writes ``[[monotonic, lag], ...]``
 as JSON to OUT and exits.
@@ -26,6 +28,7 @@ THRESHOLD = 0.001
 
 
 def main() -> None:
+    os.sched_setaffinity(0, {int(sys.argv[1])})
     os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(50))
     stalls: list[tuple[float, float]] = []
     running = True
@@ -42,7 +45,7 @@ def main() -> None:
         lag = time.monotonic() - start - SLEEP
         if lag > THRESHOLD:
             stalls.append((start + SLEEP, lag))
-    Path(sys.argv[1]).write_text(json.dumps(stalls))
+    Path(sys.argv[2]).write_text(json.dumps(stalls))
 
 
 if __name__ == "__main__":
