@@ -628,6 +628,15 @@ class _StagingFilter:
     files and directories: they get the rest of the data filter (the same
     permission rules, no ownership), exactly as tarfile computes it. Links,
     and every member after the first link, go through ``tarfile.data_filter``.
+
+    What this relies on, each upheld by the caller (``_OnePass``) and tested:
+    the staging directory is new, empty or a fresh private (0700) directory;
+    a member whose name ``SafetyCheck`` objects to is never handed to
+    extraction (and fails the whole archive afterwards); the first link
+    member switches to the full filter even when it is refused; every other
+    type (devices, FIFOs) gets the full filter; and moving the staged files
+    into a target that was not empty checks each member against that target
+    with ``tarfile.data_filter`` again.
     """
 
     def __init__(self) -> None:

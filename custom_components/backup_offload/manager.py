@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from homeassistant.components.recorder import backup as recorder_backup
 from homeassistant.const import __version__ as HA_VERSION  # noqa: N812
-from homeassistant.core import HomeAssistant, callback
+from homeassistant.core import CALLBACK_TYPE, HomeAssistant, callback
 from homeassistant.exceptions import HomeAssistantError, ServiceValidationError
 from homeassistant.util import dt as dt_util
 
@@ -141,6 +141,7 @@ class LocationManager:
         )
         self.last_failure: Failure | None = failures.pop(entry.entry_id, None)
         self._lock = asyncio.Lock()
+        self._progress_listeners: list[Callable[[], None]] = []
 
     @property
     def busy(self) -> bool:
@@ -165,11 +166,22 @@ class LocationManager:
         self.coordinator.async_update_listeners()
 
     @callback
+    def async_add_progress_listener(
+        self, listener: Callable[[], None]
+    ) -> CALLBACK_TYPE:
+        """Call ``listener`` on every progress step; return how to stop."""
+        self._progress_listeners.append(listener)
+        return lambda: self._progress_listeners.remove(listener)
+
+    @callback
     def _set_progress(self, fraction: float) -> None:
         percent = max(0, min(100, int(fraction * 100)))
         if percent != self.progress and self.state is OperationState.CREATING:
             self.progress = percent
-            self.coordinator.async_update_listeners()
+            # A hundred steps per backup: only what shows progress is
+            # written, not every entity of the location each time.
+            for listener in self._progress_listeners:
+                listener()
 
     def fire(self, event: str, **data: Any) -> None:
         """Fire one of the integration's events for this location."""

@@ -37,6 +37,8 @@ class BackupOffloadSensorDescription(SensorEntityDescription):
         Callable[[LocationData, LocationManager], Mapping[str, Any]] | None
     ) = None
     needs_location: bool = True
+    shows_progress: bool = False
+    """Written on every progress step of a backup (only this one, not all)."""
 
 
 def _newest_date(data: LocationData, _: LocationManager) -> datetime | None:
@@ -76,6 +78,7 @@ SENSORS: tuple[BackupOffloadSensorDescription, ...] = (
         value_fn=lambda _, manager: manager.state.value,
         attributes_fn=_state_attributes,
         needs_location=False,
+        shows_progress=True,
     ),
     BackupOffloadSensorDescription(
         key="last_backup",
@@ -150,6 +153,14 @@ class BackupOffloadSensor(BackupOffloadEntity, SensorEntity):
         """Set up the sensor."""
         super().__init__(entry, description)
         self.needs_location = description.needs_location
+
+    async def async_added_to_hass(self) -> None:
+        """Also follow a backup's progress, if this sensor shows it."""
+        await super().async_added_to_hass()
+        if self.entity_description.shows_progress:
+            self.async_on_remove(
+                self.manager.async_add_progress_listener(self.async_write_ha_state)
+            )
 
     @property
     def native_value(self) -> StateType | datetime:

@@ -273,3 +273,40 @@ def test_target_cannot_be_created(tmp_path: Path) -> None:
     (tmp_path / "file").write_text("x")
     with pytest.raises(WriteFailedError, match="ENOTDIR"):
         extract_backup(path, tmp_path / "file/target", None)
+
+
+# A chosen hard link whose file is not chosen: the two-pass way.
+LINKED = [*SAFE, member("data/hard", kind=LNK, linkname="data/sub/file.txt")]
+
+
+def _not_the_file(rel: str) -> bool:
+    return rel != "sub/file.txt"
+
+
+def test_two_passes_refuse_a_symlink_in_the_target(tmp_path: Path) -> None:
+    """A symlink in the target leading out: refused, nothing written outside."""
+    path = build_archive(tmp_path / "a.tar", LINKED)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    target = tmp_path / "target"
+    target.mkdir()
+    (target / "sub").symlink_to(outside)
+    with pytest.raises(UnsafeArchiveError, match="outside the destination"):
+        extract_backup(path, target, None, select=_not_the_file)
+    assert list(outside.iterdir()) == []
+    assert sorted(p.name for p in target.iterdir()) == ["sub"]
+
+
+def test_two_passes_write_failure(tmp_path: Path) -> None:
+    """A directory where a file goes: WriteFailedError, what was made is undone."""
+    path = build_archive(tmp_path / "a.tar", LINKED)
+    target = tmp_path / "target"
+    (target / "sub" / "file.txt").mkdir(parents=True)
+    (target / "sub" / "file.txt" / "keep").write_text("mine")
+    with pytest.raises(WriteFailedError, match="EISDIR"):
+        extract_backup(path, target, None, select=_not_the_file)
+    assert sorted(p.relative_to(target).as_posix() for p in target.rglob("*")) == [
+        "sub",
+        "sub/file.txt",
+        "sub/file.txt/keep",
+    ]

@@ -61,6 +61,12 @@ def test_engine_call(config: Path, location: Path) -> None:
     assert worker.run(verify_backup, location / result.info.file, "secret") == verified
 
 
+def test_worker_yields_the_cpu() -> None:
+    """The worker and the threads it starts only get the CPU left over."""
+    assert worker.run(targets.scheduling) == (os.SCHED_IDLE, os.SCHED_IDLE)
+    assert os.sched_getscheduler(0) == os.SCHED_OTHER  # not this process
+
+
 def test_stray_output() -> None:
     """A print in the child does not disturb the answer."""
     assert worker.run(targets.chatty) == "answered"

@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 import signal
 import sys
+import threading
 import time
 
 from custom_components.backup_offload.errors import (
@@ -23,6 +24,15 @@ from custom_components.backup_offload.errors import (
 def identify(value: object) -> tuple[int, object]:
     """Return the process id it ran in, and ``value`` back."""
     return os.getpid(), value
+
+
+def scheduling() -> tuple[int, int]:
+    """Return the scheduling policy of this thread and of a new one."""
+    seen: list[int] = []
+    thread = threading.Thread(target=lambda: seen.append(os.sched_getscheduler(0)))
+    thread.start()
+    thread.join()
+    return os.sched_getscheduler(0), seen[0]
 
 
 def chatty() -> str:
