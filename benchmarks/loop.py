@@ -30,6 +30,7 @@ import asyncio
 import bisect
 from collections.abc import Awaitable, Callable
 import contextlib
+from dataclasses import dataclass
 import gc
 import json
 import os
@@ -43,6 +44,23 @@ from typing import Any
 from unittest.mock import patch
 
 INTERVAL = 0.005
+OVER = 0.010
+"""The target: no beat later than this (machine stalls not counted)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Late:
+    """A late beat, and where the loop thread's time went meanwhile."""
+
+    due: float
+    """When it was due (time.monotonic)."""
+    lag: float
+    cpu: int
+    """The CPU the loop thread woke up on."""
+    running: float
+    """Time the loop thread was on a CPU (running callbacks, or stolen)."""
+    cpu_wait: float
+    """Time it was ready to run but waited for a CPU."""
 
 
 class Heartbeat:
@@ -51,12 +69,12 @@ class Heartbeat:
     def __init__(self) -> None:
         """Start with no samples."""
         self.samples: list[float] = []
-        self.late: list[tuple[float, float, int]] = []
-        """(when the beat was due, how late, on which CPU it woke) for beats
-        more than 1 ms late."""
+        self.late: list[Late] = []
+        """The beats more than 1 ms late."""
         self._task: asyncio.Task[None] | None = None
         self._running = False
         self._stat: int | None = None
+        self._schedstat: int | None = None
 
     def _cpu(self) -> int:
         """Return the CPU the loop thread last ran on (-1: unknown)."""
@@ -65,21 +83,43 @@ class Heartbeat:
         # procfs is memory: pread on it does not block.
         return int(os.pread(self._stat, 4096, 0).rsplit(b")", 1)[1].split()[36])
 
+    def _times(self) -> tuple[float, float]:
+        """Return the loop thread's time on a CPU and waiting for one, so far."""
+        if self._schedstat is None:
+            return 0.0, 0.0
+        fields = os.pread(self._schedstat, 128, 0).split()
+        return int(fields[0]) / 1e9, int(fields[1]) / 1e9
+
     async def _beat(self) -> None:
         loop = asyncio.get_running_loop()  # its time() is time.monotonic()
         while self._running:
             start = loop.time()
+            ran, waited = self._times()
             await asyncio.sleep(INTERVAL)
             lag = max(0.0, loop.time() - start - INTERVAL)
             self.samples.append(lag)
             if lag > 0.001:
-                self.late.append((start + INTERVAL, lag, self._cpu()))
+                ran_after, waited_after = self._times()
+                self.late.append(
+                    Late(
+                        due=start + INTERVAL,
+                        lag=lag,
+                        cpu=self._cpu(),
+                        running=ran_after - ran,
+                        cpu_wait=waited_after - waited,
+                    )
+                )
 
     async def start(self) -> None:
         """Start beating on the running loop."""
         loop = asyncio.get_running_loop()
-        path = f"/proc/self/task/{threading.get_native_id()}/stat"
-        self._stat = await loop.run_in_executor(None, os.open, path, os.O_RDONLY)
+        task = f"/proc/self/task/{threading.get_native_id()}"
+        self._stat = await loop.run_in_executor(
+            None, os.open, f"{task}/stat", os.O_RDONLY
+        )
+        self._schedstat = await loop.run_in_executor(
+            None, os.open, f"{task}/schedstat", os.O_RDONLY
+        )
         self._running = True
         self._task = loop.create_task(self._beat())
 
@@ -88,8 +128,9 @@ class Heartbeat:
         self._running = False
         if self._task is not None:
             await self._task
-        if self._stat is not None:
-            os.close(self._stat)
+        for fd in (self._stat, self._schedstat):
+            if fd is not None:
+                os.close(fd)
 
 
 def lag_stats(samples: list[float]) -> dict[str, float]:
@@ -212,18 +253,38 @@ class MachineStalls:
         window = run.pop("_window")
         on_time = run.pop("_on_time_max")
         if self.unavailable is not None:
+            run["beats_over_10ms"] = sum(beat.lag > OVER for beat in late)
             run["max_without_machine_ms"] = None
             run["machine_stall_max_ms"] = None
             return
-        ours = [lag - self.overlap(cpu, due, due + lag) for due, lag, cpu in late]
+        worst: tuple[float, Late | None, float] = (on_time, None, 0.0)
+        over = 0
+        for beat in late:
+            stalled = self.overlap(beat.cpu, beat.due, beat.due + beat.lag)
+            over += beat.lag - stalled > OVER
+            if beat.lag - stalled > worst[0]:
+                worst = (beat.lag - stalled, beat, stalled)
+        run["beats_over_10ms"] = over
         inside = [
             lag
             for stalls in self._stalls.values()
             for start, lag in stalls
             if window[0] <= start < window[1]
         ]
-        run["max_without_machine_ms"] = round(max([on_time, *ours]) * 1000, 2)
+        run["max_without_machine_ms"] = round(worst[0] * 1000, 2)
         run["machine_stall_max_ms"] = round(max(inside, default=0.0) * 1000, 2)
+        beat, stalled = worst[1], worst[2]
+        if beat is not None:
+            # Where that beat's time went: on a CPU (minus the stall, which
+            # counts as running), waiting for one, or neither - asleep on a
+            # lock, which in Python is usually the GIL.
+            running = max(0.0, beat.running - stalled)
+            asleep = max(0.0, beat.lag - stalled - running - beat.cpu_wait)
+            run["worst_beat_ms"] = {
+                "running": round(running * 1000, 2),
+                "waiting for a CPU": round(beat.cpu_wait * 1000, 2),
+                "asleep": round(asleep * 1000, 2),
+            }
 
 
 async def measured(op: Callable[[], Awaitable[Any]]) -> tuple[dict[str, Any], Any]:
@@ -274,6 +335,10 @@ def summarize(
         for key in ("max_without_machine_ms", "machine_stall_max_ms"):
             known = [run[key] for run in runs if run[key] is not None]
             value[key] = max(known) if known else None
+        value["beats_over_10ms"] = sum(run["beats_over_10ms"] for run in runs)
+        value["beats"] = sum(run["beats"] for run in runs)
+        worst_run = max(runs, key=lambda run: run["max_without_machine_ms"] or 0)
+        value["worst_beat_ms"] = worst_run.get("worst_beat_ms")
     return results
 
 

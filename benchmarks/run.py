@@ -547,7 +547,9 @@ def _loop_table(report: dict[str, Any], add: Callable[[str], None]) -> None:
     delay = report["loop"]["delay_ms"]
     add(
         "### Event-loop lag in Home Assistant "
-        f"(heartbeat every 5 ms; slow = {delay:.0f} ms per file operation)\n"
+        f"(heartbeat every 5 ms; slow = {delay:.0f} ms per file operation)\n\n"
+        "Runs of the same operation are combined: p50 and p99 are medians, "
+        "max is the worst, beats are added up.\n"
     )
     add(
         _row(
@@ -557,11 +559,18 @@ def _loop_table(report: dict[str, Any], add: Callable[[str], None]) -> None:
             "p99 ms",
             "max ms",
             "max without machine stalls ms",
+            "beats > 10 ms of all",
+            "that beat: running / waiting for a CPU / asleep ms",
             "longest machine stall ms",
             "longest GC on loop ms (full GCs)",
         )
     )
-    add(_row("---", "---:", "---:", "---:", "---:", "---:", "---:", "---:"))
+    add(_row("---", *["---:"] * 9))
+
+    def split(worst: dict[str, float] | None) -> str:
+        if not worst:
+            return "-"
+        return " / ".join(f"{value:.1f}" for value in worst.values())
 
     def ms(value: float | None) -> str:
         return "-" if value is None else f"{value:.2f}"
@@ -575,6 +584,8 @@ def _loop_table(report: dict[str, Any], add: Callable[[str], None]) -> None:
                 ms(row["p99_ms"]),
                 ms(row["max_ms"]),
                 ms(row.get("max_without_machine_ms")),
+                f"{row['beats_over_10ms']} of {row['beats']}",
+                split(row.get("worst_beat_ms")),
                 ms(row.get("machine_stall_max_ms")),
                 f"{row['gc_on_loop_max_ms']:.1f} ({row['gc_full_on_loop']})",
             )

@@ -201,6 +201,10 @@ def main() -> None:
     parser.add_argument("mountpoint")
     parser.add_argument("--delay", type=float, default=0.02)
     args = parser.parse_args()
+    # It stands for a NAS, another machine: its own CPU work (a Python
+    # server copying every byte) must not compete with Home Assistant's
+    # here, for core's backup and ours alike.
+    os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
     fuse.FUSE(
         SlowPassthrough(args.source, args.delay),
         args.mountpoint,
