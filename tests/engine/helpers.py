@@ -207,3 +207,30 @@ def truncate(path: Path, size: int) -> None:
     """Cut ``path`` to ``size`` bytes."""
     with path.open("r+b") as file:
         file.truncate(size)
+
+
+def _stat_fields(pid: int | str) -> list[str]:
+    """Return the fields of ``/proc/<pid>/stat`` after the command name."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
+def children(pid: int) -> list[int]:
+    """Return the ids of the processes whose parent is ``pid`` (Linux)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                parent = int(_stat_fields(entry.name)[1])
+            except OSError:  # gone meanwhile
+                continue
+            if parent == pid:
+                found.append(int(entry.name))
+    return found
+
+
+def running(pid: int) -> bool:
+    """Return whether process ``pid`` still runs (a zombie does not)."""
+    try:
+        return _stat_fields(pid)[0] != "Z"
+    except FileNotFoundError:
+        return False

@@ -27,6 +27,7 @@ from custom_components.backup_offload.archive import create_backup, verify_backu
 from custom_components.backup_offload.restore import NewerThan
 
 from . import worker_targets as targets
+from .helpers import children, running
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -276,27 +277,6 @@ _PARENT = textwrap.dedent(
 )
 
 
-def _children(pid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[1]) == pid:
-                found.append(int(entry.name))
-    return found
-
-
-def _gone(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except FileNotFoundError:
-        return True
-    return state == "Z"
-
-
 def test_parent_killed(tmp_path: Path) -> None:
     """Home Assistant killed: the worker cleans up after itself and exits."""
     temp = tmp_path / "partial.tmp"
@@ -307,10 +287,10 @@ def test_parent_killed(tmp_path: Path) -> None:
             assert parent.poll() is None
             assert time.monotonic() < deadline, "the worker did not start"
             time.sleep(0.01)
-        (child,) = _children(parent.pid)
+        (child,) = children(parent.pid)
         parent.send_signal(signal.SIGKILL)
         parent.wait()
-        while not _gone(child):
+        while running(child):
             assert time.monotonic() < deadline, "the worker did not stop"
             time.sleep(0.01)
     finally:

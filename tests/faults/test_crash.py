@@ -29,6 +29,7 @@ import pytest
 from custom_components.backup_offload.archive import TEMP_PREFIX
 from custom_components.backup_offload.const import STALE_TEMP_AGE
 from tests.common import run
+from tests.engine.helpers import children, running
 from tests.test_e2e import (  # noqa: F401 - `instance` is a fixture
     Instance,
     _call,
@@ -105,7 +106,7 @@ def _kill_during_create(
         if time.monotonic() > deadline or not caller.is_alive():
             pytest.fail(f"the backup did not get far: {attributes}, {written} B")
         time.sleep(0.02)
-    workers = _children(hass.process.pid)
+    workers = children(hass.process.pid)
     assert len(workers) == 1, workers
     if with_worker:
         os.killpg(hass.process.pid, signal.SIGKILL)
@@ -113,33 +114,12 @@ def _kill_during_create(
         hass.process.send_signal(signal.SIGKILL)
     assert hass.process.wait(timeout=WAIT) == -signal.SIGKILL
     deadline = time.monotonic() + WAIT
-    while _running(workers[0]):
+    while running(workers[0]):
         assert time.monotonic() < deadline, "the worker process outlived the kill"
         time.sleep(0.02)
     caller.join(timeout=WAIT)
     assert outcome, "the create answered although Home Assistant was killed"
     return dict(good)
-
-
-def _children(pid: int) -> list[int]:
-    """Return the ids of the processes whose parent is ``pid`` (blocking)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError):
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-                if int(fields[1]) == pid:
-                    found.append(int(entry.name))
-    return found
-
-
-def _running(pid: int) -> bool:
-    """Return whether ``pid`` still runs (a zombie does not; blocking)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except FileNotFoundError:
-        return False
-    return fields[0] != "Z"
 
 
 def _age(path: Path, seconds: float) -> None:
