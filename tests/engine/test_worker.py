@@ -272,7 +272,9 @@ _PARENT = textwrap.dedent(
     _import_without_home_assistant()
     from custom_components.backup_offload import worker
     from tests.engine import worker_targets
-    worker.run(worker_targets.work_until_stopped, Path(sys.argv[2]))
+    worker.run(
+        worker_targets.work_until_stopped, Path(sys.argv[2]), Path(sys.argv[3])
+    )
     """
 )
 
@@ -280,10 +282,13 @@ _PARENT = textwrap.dedent(
 def test_parent_killed(tmp_path: Path) -> None:
     """Home Assistant killed: the worker cleans up after itself and exits."""
     temp = tmp_path / "partial.tmp"
-    parent = subprocess.Popen([sys.executable, "-c", _PARENT, str(REPO), str(temp)])
+    ready = tmp_path / "ready"
+    parent = subprocess.Popen(
+        [sys.executable, "-c", _PARENT, str(REPO), str(temp), str(ready)]
+    )
     try:
         deadline = time.monotonic() + 30
-        while not temp.exists():
+        while not ready.exists():
             assert parent.poll() is None
             assert time.monotonic() < deadline, "the worker did not start"
             time.sleep(0.01)

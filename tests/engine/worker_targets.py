@@ -87,10 +87,15 @@ def die() -> None:
     os._exit(3)
 
 
-def work_until_stopped(temp: Path) -> None:
-    """Create ``temp``, then work until stopped; remove it on the way out."""
+def work_until_stopped(temp: Path, ready: Path) -> None:
+    """Create ``temp``, then work until stopped; remove it on the way out.
+
+    ``ready`` appears only once the cleanup is armed: ``temp`` itself exists
+    while it is still being written, and a stop then would leave it behind.
+    """
     temp.write_text("partial")
     try:
+        ready.touch()
         while True:
             time.sleep(0.01)
     finally:
