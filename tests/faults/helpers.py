@@ -190,6 +190,14 @@ class LoopLag:
     or waiting for the GIL is all counted. ``raw_worst`` keeps the plain
     wall-clock figure. Where schedstat is not available, the CPU wait is not
     subtracted; without root, the machine stalls are not.
+
+    Inside the window the loop runs as in a production Home Assistant, with
+    asyncio's debug mode off. The test harness turns it on, and it then
+    records a stack trace (reading every source file's status through
+    linecache) for each callback and task scheduled. Measured on the loop
+    thread (CPU time of one ``list`` or ``verify`` call, median of 5): 4-7 ms
+    with it, 1-2.5 ms without; under coverage 11-13 ms against 2-4.5 ms -
+    the harness's cost, which the 10 ms target would count as ours.
     """
 
     def __init__(self, interval: float = 0.005) -> None:
@@ -214,6 +222,7 @@ class LoopLag:
         self._gc_total = 0.0
         self._gc_start = 0.0
         self._loop_thread = 0
+        self._debug = False
 
     def _gc(self, phase: str, info: dict[str, Any]) -> None:
         """Add up the time of collections on the loop thread (gc.callbacks)."""
@@ -296,6 +305,8 @@ class LoopLag:
         await loop.run_in_executor(None, self._stalls.__enter__)
         self._loop_thread = threading.get_ident()
         gc.callbacks.append(self._gc)
+        self._debug = loop.get_debug()
+        loop.set_debug(False)
         self._task = loop.create_task(self._beat())
         return self
 
@@ -307,6 +318,7 @@ class LoopLag:
             await self._task
         gc.callbacks.remove(self._gc)
         loop = asyncio.get_running_loop()
+        loop.set_debug(self._debug)
         await loop.run_in_executor(None, self._stalls.__exit__, None, None, None)
         if self._scratch is not None:
             await loop.run_in_executor(None, self._scratch.rmdir)
