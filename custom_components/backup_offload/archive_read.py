@@ -3,7 +3,8 @@
 Both read the archive as a stream, front to back, once per pass: decrypt
 (securetar), decompress (gzip, whose CRC is checked) and walk the tar. The
 ``.sha256`` sidecar, when present, is checked in the same pass. Extraction
-first reads everything and checks every member, and only then writes.
+checks every member as it stages it, and moves the staged files into place
+only once the whole archive has been checked.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import stat
 import tarfile
 from typing import IO, Final
 
-from .compression import READ_CHUNK, GzipReader
+from .compression import GzipReader, Readable
 from .errors import (
     BackupNotFoundError,
     BackupOffloadError,
@@ -51,14 +52,13 @@ from .securetar_compat import (
     DATA_ERRORS,
     GZIP_MAGIC,
     Prefixed,
-    Readable,
     decrypted,
     forget_members,
     read_head,
 )
+from .tarstream import member_chunks, open_tar
 
 CHUNK: Final = 1 << 20
-OUTER_BUFSIZE: Final = READ_CHUNK
 _MAX_JSON_BYTES: Final = 1 << 20
 _SIDECAR_LINE = re.compile(rb"\s*([0-9a-fA-F]{64})[ \t]")
 
@@ -155,11 +155,7 @@ class _Pass:
 
     def _open(self, source: Readable) -> tarfile.TarFile:
         try:
-            # The outer tar has a few members, read in large pieces: the
-            # default 10 KiB would cost a Python call per 10 KiB of backup.
-            return tarfile.open(  # type: ignore[call-overload,no-any-return]
-                fileobj=source, mode="r|", bufsize=OUTER_BUFSIZE
-            )
+            return open_tar(source)
         except DATA_ERRORS as err:
             raise InvalidBackupError(f"{self.file} is not a tar archive") from err
 
@@ -222,18 +218,16 @@ def _open_tar(plain: Readable) -> Iterator[tuple[tarfile.TarFile, Readable]]:
     """Open a (gzip-compressed or plain) tar stream; yield it and its source.
 
     gzip is decompressed ahead in a background thread (``GzipReader``),
-    which is stopped before this returns, whatever happened.
+    which is stopped before this returns, whatever happened. The tar is for
+    one walk front to back (``tarstream``).
     """
     head = read_head(plain, len(GZIP_MAGIC))
     data: Readable = Prefixed(head, plain)
     if head == GZIP_MAGIC:
-        with (
-            GzipReader(data) as unzipped,
-            tarfile.open(fileobj=unzipped, mode="r|") as tar,  # type: ignore[call-overload]
-        ):
+        with GzipReader(data) as unzipped, open_tar(unzipped) as tar:
             yield tar, unzipped
         return
-    with tarfile.open(fileobj=data, mode="r|") as tar:  # type: ignore[call-overload]
+    with open_tar(data) as tar:
         yield tar, data
 
 
@@ -304,12 +298,9 @@ def _unreachable(path: Path, err: OSError) -> LocationUnavailableError:
 
 def _read_member_data(tar: tarfile.TarFile, member: tarfile.TarInfo) -> int:
     """Read a member's data to the end; return its size."""
-    stream = tar.extractfile(member) if member.isfile() else None
-    total = 0
-    if stream is not None:
-        while chunk := stream.read(CHUNK):
-            total += len(chunk)
-    return total
+    if not member.isfile():
+        return 0
+    return sum(len(piece) for piece in member_chunks(tar, member))
 
 
 def _is_homeassistant(name: str) -> bool:
@@ -558,13 +549,23 @@ class _OnePass:
 
     def _consume(self, name: str, tar: tarfile.TarFile) -> None:
         tar.errorlevel = 2  # every extraction problem raises
+        writer = _PlainWriter(self.stage)
+
+        def handed_over() -> Iterator[tarfile.TarInfo]:
+            for member in self._members(tar):
+                if writer.takes(member):
+                    writer.write(tar, member)
+                else:
+                    writer.hand_over(member)
+                    yield member
+
         try:
-            # Safe: every member is checked as it comes (SafetyCheck), every
-            # write by tarfile's data filter, and nothing leaves the staging
-            # directory before the whole archive has been checked.
-            tar.extractall(  # noqa: S202
-                self.stage, members=self._members(tar), filter=_StagingFilter()
-            )
+            # Safe: every member is checked as it comes (SafetyCheck), what
+            # tarfile extracts goes through its data filter, and nothing
+            # leaves the staging directory before the whole archive has been
+            # checked.
+            tar.extractall(self.stage, members=handed_over(), filter="data")
+            writer.finish()
         except tarfile.FilterError as err:
             # Refused: read the rest only to name every unsafe member.
             self.refused = err
@@ -616,50 +617,97 @@ class _OnePass:
                     Path(entry.path).unlink(missing_ok=True)
 
 
-class _StagingFilter:
-    """tarfile's ``data`` filter, minus path resolution that cannot matter.
+_NEW_FILE: Final = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW
 
-    The staging directory is new or empty, so it holds only what this
-    archive put there, and every member name was checked (relative, no
-    ``..``) before it gets here. Until the archive has created a link, no
-    path in the staging directory can lead anywhere else, so resolving each
-    path on disk (two ``realpath`` calls, one ``lstat`` per component: a
-    third of the extraction time) cannot change the outcome for regular
-    files and directories: they get the rest of the data filter (the same
-    permission rules, no ownership), exactly as tarfile computes it. Links,
-    and every member after the first link, go through ``tarfile.data_filter``.
 
-    What this relies on, each upheld by the caller (``_OnePass``) and tested:
-    the staging directory is new, empty or a fresh private (0700) directory;
-    a member whose name ``SafetyCheck`` objects to is never handed to
-    extraction (and fails the whole archive afterwards); the first link
-    member switches to the full filter even when it is refused; every other
-    type (devices, FIFOs) gets the full filter; and moving the staged files
-    into a target that was not empty checks each member against that target
-    with ``tarfile.data_filter`` again.
+class _PlainWriter:
+    """Writes an archive's regular files and directories into the staging dir.
+
+    tarfile extracts a file through a dozen calls (its open and copy loop,
+    ``os.path.exists`` of the directory, chown, chmod and utime by path):
+    on ten thousand small files, as much time as the rest of the restore.
+    Here a file is one descriptor: open, write, ``fchmod``, ``utime``,
+    close, with what tarfile's ``data`` filter would give it (the same
+    permission rules, no ownership, the archive's mtime; directories get
+    the default mode, and their mtime once everything is written).
+
+    Links, and every member after the archive's first link, go to tarfile
+    with its ``data`` filter instead. What this relies on, each upheld by
+    ``_OnePass`` and tested: the staging directory is new, empty or a fresh
+    private (0700) directory, so until the archive creates a link nothing in
+    it can lead anywhere else; a member whose name ``SafetyCheck`` objects
+    to is never handed over; moving the staged files into a target that was
+    not empty checks each member against that target with
+    ``tarfile.data_filter`` again.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, stage: Path) -> None:
+        """Write into ``stage``."""
+        self._stage = str(stage)
         self._links = False
+        self._known_dirs = {self._stage}
+        """Directories that exist: their files need no ``makedirs``."""
+        self._mtimes: dict[str, float] = {}
+        """Directory path -> the mtime it gets once everything is written."""
 
-    def __call__(self, member: tarfile.TarInfo, dest: str) -> tarfile.TarInfo:
-        plain = member.isreg() or member.isdir()
-        if self._links or not plain or is_unsafe_name(member.name):
-            self._links |= member.issym() or member.islnk()
-            return tarfile.data_filter(member, dest)
-        mode: int | None = member.mode
-        if mode is not None:
-            mode &= 0o755  # as tarfile: no high bits, no group/other write
-            if member.isdir():
-                mode = None
-            else:
-                if not mode & 0o100:
-                    mode &= ~0o111
-                mode |= 0o600
-        member.mode = mode  # type: ignore[assignment]
-        member.uid = member.gid = None  # type: ignore[assignment]
-        member.uname = member.gname = None  # type: ignore[assignment]
-        return member
+    def takes(self, member: tarfile.TarInfo) -> bool:
+        """Return whether ``member`` is written here (else tarfile writes it)."""
+        self._links |= member.issym() or member.islnk()
+        plain = member.isdir() or (member.isreg() and member.sparse is None)
+        return plain and not self._links and not is_unsafe_name(member.name)
+
+    # Strings and os.path, not pathlib: this runs for every member, and a
+    # Path object costs more than the system call it wraps.
+
+    def hand_over(self, member: tarfile.TarInfo) -> None:
+        """Note that tarfile extracts ``member``: its directory times are its own."""
+        self._mtimes.pop(f"{self._stage}/{member.name}", None)
+
+    def write(self, tar: tarfile.TarFile, member: tarfile.TarInfo) -> None:
+        """Write a member ``takes`` accepted; OSError if the target refuses."""
+        path = f"{self._stage}/{member.name}"
+        parent = path.rpartition("/")[0]
+        if parent not in self._known_dirs:
+            # Directories the archive does not hold, as tarfile creates them.
+            os.makedirs(parent, exist_ok=True)  # noqa: PTH103
+            self._known_dirs.add(parent)
+        if member.isdir():
+            try:
+                os.mkdir(path)  # noqa: PTH102
+            except FileExistsError:
+                if not os.path.isdir(path):  # noqa: PTH112
+                    raise
+            self._known_dirs.add(path)
+            self._mtimes[path] = member.mtime
+            return
+        fd = os.open(path, _NEW_FILE, 0o600)
+        try:
+            for piece in member_chunks(tar, member):
+                _write_all(fd, piece)
+            os.fchmod(fd, _data_mode(member.mode))
+            os.utime(fd, (member.mtime, member.mtime))
+        finally:
+            os.close(fd)
+
+    def finish(self) -> None:
+        """Give the directories their times, deepest first (as tarfile does)."""
+        for path in sorted(self._mtimes, reverse=True):
+            mtime = self._mtimes[path]
+            os.utime(path, (mtime, mtime))
+
+
+def _data_mode(mode: int) -> int:
+    """Return a regular file's mode as tarfile's ``data`` filter sets it."""
+    mode &= 0o755  # no high bits, no group/other write
+    if not mode & 0o100:
+        mode &= ~0o111  # executable only if the owner may execute it
+    return mode | 0o600
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
 
 
 def _copy_attributes(source: Path, dest: Path) -> None:

@@ -52,6 +52,7 @@ from .fileops import fsync_dir
 from .location import SPACE_MARGIN_BYTES
 from .metadata import INNER_NAME, SIDECAR_SUFFIX
 from .safety import SafetyCheck
+from .tarstream import member_chunks
 
 STAGING_DIR: Final = "tmp_backups"
 """Home Assistant core's temporary backup directory (in the config dir); its
@@ -786,9 +787,8 @@ def _backup_states(source: Path, password: str | None) -> dict[str, _State]:
         state: _State | None
         if member.isfile():
             sha = hashlib.sha256()
-            stream = tar.extractfile(member)
             size = 0
-            while stream is not None and (chunk := stream.read(CHUNK)):
+            for chunk in member_chunks(tar, member):
                 sha.update(chunk)
                 size += len(chunk)
             state = ("file", str(size), sha.hexdigest())

@@ -27,7 +27,7 @@ import tarfile
 from typing import Any, Final, Protocol
 import zlib
 
-from .compression import GzipWriter
+from .compression import GzipWriter, Readable
 from .errors import CorruptBackupError, UnsupportedFormatError, WrongPasswordError
 
 
@@ -42,13 +42,6 @@ class Sink(Protocol):
 
     def seek(self, offset: int, whence: int = 0, /) -> int:
         """Move the position."""
-
-
-class Readable(Protocol):
-    """The part of a binary file that streaming readers need."""
-
-    def read(self, size: int = -1, /) -> bytes:
-        """Read up to ``size`` bytes; all with -1; b"" at the end."""
 
 
 # Loaded by name: securetar 2025.x has no type information and 2026.x has,

@@ -396,34 +396,122 @@ def test_one_pass_verify_still_reads_everything(tmp_path: Path) -> None:
     assert result.members == 4
 
 
-@pytest.mark.parametrize("mode", [0o777, 0o644, 0o4755, 0o600, 0o444, 0o100, 0o2775])
-@pytest.mark.parametrize("kind", [tarfile.REGTYPE, tarfile.DIRTYPE, tarfile.AREGTYPE])
-def test_staging_filter_equals_data_filter(
-    tmp_path: Path, mode: int, kind: bytes
+MTIME = 1_700_000_000
+
+
+def _attributes(root: Path) -> dict[str, tuple[object, ...]]:
+    """Return every path under ``root``: kind, mode, mtime, content or target.
+
+    A directory the archive does not hold has the time it was created.
+    """
+    found: dict[str, tuple[object, ...]] = {}
+    for path in sorted(root.rglob("*")):
+        info = path.lstat()
+        rel = path.relative_to(root).as_posix()
+        if path.is_symlink():
+            found[rel] = ("link", str(path.readlink()))
+        elif path.is_dir():
+            mtime = info.st_mtime_ns if info.st_mtime <= MTIME else "created"
+            found[rel] = ("dir", oct(info.st_mode), mtime)
+        else:
+            found[rel] = (
+                "file",
+                oct(info.st_mode),
+                info.st_mtime_ns,
+                info.st_nlink,
+                path.read_bytes(),
+            )
+    return found
+
+
+def _with(
+    name: str,
+    data: bytes = b"",
+    *,
+    kind: bytes = tarfile.REGTYPE,
+    mode: int = 0o644,
+    mtime: int = MTIME,
+    linkname: str = "",
+) -> tuple[tarfile.TarInfo, bytes | None]:
+    header, content = member(name, data, kind=kind, linkname=linkname)
+    header.mode = mode
+    header.mtime = mtime
+    if kind == tarfile.AREGTYPE:
+        header.size = len(data)
+        content = data
+    return header, content
+
+
+MODES = [0o777, 0o644, 0o4755, 0o600, 0o444, 0o100, 0o2775, 0o000, 0o655, 0o011]
+EQUIVALENT = {
+    "modes": [
+        _with("data", kind=tarfile.DIRTYPE, mode=0o700),
+        *(
+            _with(f"data/{kind[0]}-{mode:o}", b"x" * mode, kind=kind, mode=mode)
+            for kind in (tarfile.REGTYPE, tarfile.AREGTYPE)
+            for mode in MODES
+        ),
+        *(
+            _with(f"data/dir-{mode:o}", kind=tarfile.DIRTYPE, mode=mode, mtime=mode)
+            for mode in MODES
+        ),
+    ],
+    "directories not in the archive, files twice": [
+        _with("data/a/b/c/deep.txt", b"deep"),
+        _with("data/a/b/other.txt", b"other", mtime=5),
+        _with("data/a/b", kind=tarfile.DIRTYPE, mtime=7),
+        _with("data/a/b/other.txt", b"second", mtime=6),
+    ],
+    "links, then plain members": [
+        _with("data/d", kind=tarfile.DIRTYPE, mtime=10),
+        _with("data/d/file.txt", b"file", mode=0o755),
+        _with("data/hard", kind=tarfile.LNKTYPE, linkname="data/d/file.txt"),
+        _with("data/soft", kind=tarfile.SYMTYPE, linkname="d/file.txt"),
+        _with("data/after.txt", b"after", mode=0o600, mtime=11),
+        _with("data/d", kind=tarfile.DIRTYPE, mtime=12),
+        _with("data/e", kind=tarfile.DIRTYPE, mtime=13),
+    ],
+}
+
+
+@pytest.mark.parametrize("members", EQUIVALENT.values(), ids=EQUIVALENT.keys())
+def test_extraction_equals_data_filter(
+    tmp_path: Path, members: list[tuple[tarfile.TarInfo, bytes | None]]
 ) -> None:
-    """Without links, the staging filter decides exactly as tarfile's data filter."""
-    info = tarfile.TarInfo("sub/name")
-    info.type = kind
-    info.mode = mode
-    info.uid, info.gid, info.uname, info.gname = 1000, 1000, "user", "group"
-    expected = tarfile.data_filter(info, str(tmp_path))
-    got = archive_read._StagingFilter()(info.replace(deep=False), str(tmp_path))
-    for attr in ("name", "mode", "uid", "gid", "uname", "gname", "type", "mtime"):
-        assert getattr(got, attr) == getattr(expected, attr), attr
+    """What the engine writes is what tarfile's data filter writes."""
+    path = build_archive(tmp_path / "a.tar", members, compress=False)
+    extract_backup(path, tmp_path / "ours", None)
+    plain = io.BytesIO()
+    with tarfile.open(fileobj=plain, mode="w") as tar:
+        for header, data in members:
+            tar.addfile(header, io.BytesIO(data) if data is not None else None)
+    plain.seek(0)
+    with tarfile.open(fileobj=plain) as tar:
+        tar.extractall(tmp_path / "tarfile", filter="data")
+    ours = _attributes(tmp_path / "ours")
+    assert ours == _attributes(tmp_path / "tarfile" / "data")
+    assert ours  # the archive was not empty
 
 
-def test_staging_filter_after_a_link(tmp_path: Path) -> None:
-    """Once a link was seen, every member goes through tarfile's data filter."""
-    staging = archive_read._StagingFilter()
-    link = tarfile.TarInfo("out")
+def test_plain_writer_hands_over_after_a_link(tmp_path: Path) -> None:
+    """Links, and every member after the first link, go to tarfile."""
+    writer = archive_read._PlainWriter(tmp_path)
+    regular, directory = tarfile.TarInfo("f"), tarfile.TarInfo("d")
+    directory.type = tarfile.DIRTYPE
+    sparse = tarfile.TarInfo("s")
+    sparse.sparse = [(0, 1)]
+    assert writer.takes(regular)
+    assert writer.takes(directory)
+    assert not writer.takes(sparse)
+    for kind in (tarfile.SYMTYPE, tarfile.LNKTYPE):
+        link = tarfile.TarInfo("l")
+        link.type = kind
+        assert not archive_read._PlainWriter(tmp_path).takes(link)
+    link = tarfile.TarInfo("l")
     link.type = tarfile.SYMTYPE
-    link.linkname = ".."
-    with pytest.raises(tarfile.FilterError):
-        staging(link, str(tmp_path))
-    (tmp_path / "out").symlink_to("..")
-    through = tarfile.TarInfo("out/evil.txt")
-    with pytest.raises(tarfile.OutsideDestinationError):
-        staging(through, str(tmp_path))
+    assert not writer.takes(link)
+    assert not writer.takes(regular)
+    assert not writer.takes(directory)
 
 
 def test_gzip_reader_slow_consumer_and_trailing_zeros() -> None:
@@ -492,7 +580,7 @@ def test_selective_extraction_failures(
     def failing(*args: object, **kwargs: object) -> None:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(tarfile.TarFile, "makefile", failing)
+    monkeypatch.setattr(archive_read, "_write_all", failing)
     with pytest.raises(InsufficientSpaceError):
         extract_backup(path, tmp_path / "t2", None, select=lambda rel: True)
 
@@ -519,17 +607,29 @@ def test_one_pass_failure_in_empty_target(
     """An existing empty target is cleaned of files and directories alike."""
     path = build_archive(tmp_path / "a.tar", SAFE)
     calls = []
-    real = tarfile.TarFile.makefile
+    real = archive_read._write_all
 
-    def second_fails(self: tarfile.TarFile, *args: object) -> None:
-        calls.append(args)
+    def second_fails(fd: int, data: bytes) -> None:
+        calls.append(data)
         if len(calls) > 1:
             raise OSError(5, "Input/output error")
-        real(self, *args)  # type: ignore[arg-type]
+        real(fd, data)
 
-    monkeypatch.setattr(tarfile.TarFile, "makefile", second_fails)
+    monkeypatch.setattr(archive_read, "_write_all", second_fails)
     target = tmp_path / "target"
     target.mkdir()
     with pytest.raises(WriteFailedError, match="EIO"):
+        extract_backup(path, target, None)
+    assert list(target.iterdir()) == []
+
+
+def test_directory_where_a_file_was_written(tmp_path: Path) -> None:
+    """A file, then a directory of the same name: refused as tarfile refuses it."""
+    path = build_archive(
+        tmp_path / "a.tar",
+        [member("data/x", b"file"), member("data/x", kind=tarfile.DIRTYPE)],
+    )
+    target = tmp_path / "target"
+    with pytest.raises(WriteFailedError, match="EEXIST"):
         extract_backup(path, target, None)
     assert list(target.iterdir()) == []
