@@ -7,9 +7,12 @@ into another. It prints one JSON object: seconds, output size, peak RSS.
 Our operations run as the integration runs them: through ``worker.run``, in
 a worker process that this one starts (its start is part of the time). The
 worker's memory is reported too: its peak RSS (``getrusage``), its RSS when
-it has just started (a call that does nothing, first), and the peak of its
-private memory (sampled from ``/proc``: what the backup costs the machine,
-without the shared libraries that Home Assistant has loaded anyway).
+it has just started (a call that does nothing, first), and, with
+``--sample-memory``, the peak of its private memory (sampled from ``/proc``:
+what the backup costs the machine, without the shared libraries that Home
+Assistant has loaded anyway). Only the memory section samples: the sampler
+takes CPU time that the worker, which only runs on what is left over
+(``SCHED_IDLE``), would otherwise have, and would slow ours alone.
 """
 
 from __future__ import annotations
@@ -196,6 +199,7 @@ def main() -> None:
     parser.add_argument("op")
     parser.add_argument("args", nargs="*")
     parser.add_argument("--password", action="store_true")
+    parser.add_argument("--sample-memory", action="store_true")
     options = parser.parse_intermixed_args()
     password = PASSWORD if options.password else None
     args = [Path(arg) for arg in options.args]
@@ -221,7 +225,8 @@ def main() -> None:
         from homeassistant.components.backup import manager  # noqa: F401
     before = _rss_kib("VmRSS")
     _reset_peak()
-    with WorkerMemory() as sampled:
+    sampled = WorkerMemory()
+    with sampled if options.sample_memory else contextlib.nullcontext():
         start = time.perf_counter()
         result = ops[options.op]()
         seconds = time.perf_counter() - start
@@ -233,7 +238,9 @@ def main() -> None:
             "worker_peak_rss_kib": resource.getrusage(
                 resource.RUSAGE_CHILDREN
             ).ru_maxrss,
-            "worker_peak_private_kib": sampled.peak_private_kib,
+            "worker_peak_private_kib": sampled.peak_private_kib
+            if options.sample_memory
+            else None,
         }
     if "file" in result:
         result["size"] = Path(result["file"]).stat().st_size

@@ -121,12 +121,15 @@ def op(
     name: str,
     *args: Path | str,
     password: bool = False,
+    sample_memory: bool = False,
     env: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Run one measured operation in a fresh interpreter (benchmarks.ops)."""
     command = [sys.executable, "-m", "benchmarks.ops", name, *map(str, args)]
     if password:
         command.append("--password")
+    if sample_memory:
+        command.append("--sample-memory")
     done = subprocess.run(
         command,
         cwd=REPO,
@@ -271,12 +274,13 @@ def throughput(s: Settings, data: dataset.DataSet, out: Path) -> dict[str, Any]:
 def memory(s: Settings, out: Path) -> dict[str, Any]:
     """Peak RSS increase while backing up a tree with one huge file."""
     huge = dataset.huge_set(s.cache, size=s.huge_bytes)
-    run = op("ours-create", huge.path, clear(out / "huge"))
+    run = op("ours-create", huge.path, clear(out / "huge"), sample_memory=True)
     shutil.rmtree(out / "huge", ignore_errors=True)
     zlib_run = op(
         "ours-create",
         huge.path,
         clear(out / "huge"),
+        sample_memory=True,
         env={"BACKUP_OFFLOAD_COMPRESSOR": "zlib"},
     )
     shutil.rmtree(out / "huge", ignore_errors=True)
