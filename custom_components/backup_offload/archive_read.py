@@ -17,11 +17,13 @@ import errno
 import hashlib
 import os
 from pathlib import Path
+import queue
 import re
 import secrets
 import shutil
 import stat
 import tarfile
+import threading
 from typing import IO, Final
 
 from .compression import GzipReader, Readable
@@ -59,6 +61,7 @@ from .securetar_compat import (
 from .tarstream import member_chunks, open_tar
 
 CHUNK: Final = 1 << 20
+_HASH_AHEAD: Final = 8  # pieces of the archive waiting to be hashed
 _MAX_JSON_BYTES: Final = 1 << 20
 _SIDECAR_LINE = re.compile(rb"\s*([0-9a-fA-F]{64})[ \t]")
 
@@ -88,26 +91,75 @@ class _StorageError(Exception):
         self.os_error = err
 
 
+class _Hasher:
+    """SHA-256 of a stream, computed in a thread of its own.
+
+    The thread that reads the archive also decrypts and decompresses it, and
+    the restore waits for it; hashing there too made a restore about a
+    tenth slower. hashlib lets go of the GIL while it hashes, so on a
+    thread of its own it costs the others nearly nothing. ``close`` (or
+    ``hexdigest``) stops the thread.
+    """
+
+    def __init__(self) -> None:
+        """Start the thread."""
+        self._sha = hashlib.sha256()
+        self._pieces: queue.Queue[bytes | None] = queue.Queue(_HASH_AHEAD)
+        self._thread = threading.Thread(
+            target=self._run, name="backup_offload-sha256", daemon=True
+        )
+        self._thread.start()
+
+    def _run(self) -> None:
+        while (piece := self._pieces.get()) is not None:
+            self._sha.update(piece)
+
+    def update(self, data: bytes) -> None:
+        """Hash ``data`` after what came before."""
+        self._pieces.put(data)
+
+    def close(self) -> None:
+        """Hash what is queued and stop the thread."""
+        if self._thread.is_alive():
+            self._pieces.put(None)
+            self._thread.join()
+
+    def hexdigest(self) -> str:
+        """Return the digest of everything given."""
+        self.close()
+        return self._sha.hexdigest()
+
+
 class _Source:
-    """The archive file as a stream: counts, hashes, and wraps OSErrors."""
+    """The archive file as a stream: hashes it, and wraps OSErrors.
+
+    A context manager: leaving it stops the hashing thread.
+    """
 
     def __init__(self, raw: IO[bytes], hashing: bool) -> None:
         self._raw = raw
-        self._sha = hashlib.sha256() if hashing else None
+        self._hasher = _Hasher() if hashing else None
+
+    def __enter__(self) -> _Source:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._hasher is not None:
+            self._hasher.close()
 
     def read(self, size: int = -1, /) -> bytes:
         try:
             data = self._raw.read(size)
         except OSError as err:
             raise _StorageError(err) from err
-        if self._sha is not None:
-            self._sha.update(data)
+        if self._hasher is not None:
+            self._hasher.update(data)
         return data
 
     def hexdigest(self) -> str:
         """Return the SHA-256 of the whole file, reading what is left."""
         _drain(self)
-        return self._sha.hexdigest() if self._sha is not None else ""
+        return self._hasher.hexdigest() if self._hasher is not None else ""
 
 
 def _drain(stream: Readable) -> None:
@@ -258,9 +310,11 @@ def _read(
     """
     try:
         expected = _read_sidecar(path) if checksum else None
-        with path.open("rb", buffering=CHUNK) as raw:
+        with (
+            path.open("rb", buffering=CHUNK) as raw,
+            _Source(raw, hashing=expected is not None) as source,
+        ):
             size = os.fstat(raw.fileno()).st_size
-            source = _Source(raw, hashing=expected is not None)
             one_pass = _Pass(path.name, size, password, consume, wanted)
             try:
                 info = one_pass.run(source)
@@ -617,7 +671,8 @@ class _OnePass:
                     Path(entry.path).unlink(missing_ok=True)
 
 
-_NEW_FILE: Final = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW
+_CREATE: Final = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW
+_REWRITE: Final = os.O_WRONLY | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW
 
 
 class _PlainWriter:
@@ -626,10 +681,11 @@ class _PlainWriter:
     tarfile extracts a file through a dozen calls (its open and copy loop,
     ``os.path.exists`` of the directory, chown, chmod and utime by path):
     on ten thousand small files, as much time as the rest of the restore.
-    Here a file is one descriptor: open, write, ``fchmod``, ``utime``,
-    close, with what tarfile's ``data`` filter would give it (the same
-    permission rules, no ownership, the archive's mtime; directories get
-    the default mode, and their mtime once everything is written).
+    Here a file is one descriptor: create (with its mode, when the umask
+    leaves it whole), write, ``utime``, close, with what tarfile's ``data``
+    filter would give it (the same permission rules, no ownership, the
+    archive's mtime; directories get the default mode, and their mtime once
+    everything is written).
 
     Links, and every member after the archive's first link, go to tarfile
     with its ``data`` filter instead. What this relies on, each upheld by
@@ -645,6 +701,7 @@ class _PlainWriter:
         """Write into ``stage``."""
         self._stage = str(stage)
         self._links = False
+        self._umask = _umask()
         self._known_dirs = {self._stage}
         """Directories that exist: their files need no ``makedirs``."""
         self._mtimes: dict[str, float] = {}
@@ -680,11 +737,18 @@ class _PlainWriter:
             self._known_dirs.add(path)
             self._mtimes[path] = member.mtime
             return
-        fd = os.open(path, _NEW_FILE, 0o600)
+        mode = _data_mode(member.mode)
+        try:
+            fd = os.open(path, _CREATE, mode)
+            exact = self._umask is not None and not mode & self._umask
+        except FileExistsError:  # in the archive twice: the last one wins
+            fd = os.open(path, _REWRITE)
+            exact = False
         try:
             for piece in member_chunks(tar, member):
                 _write_all(fd, piece)
-            os.fchmod(fd, _data_mode(member.mode))
+            if not exact:
+                os.fchmod(fd, mode)
             os.utime(fd, (member.mtime, member.mtime))
         finally:
             os.close(fd)
@@ -694,6 +758,18 @@ class _PlainWriter:
         for path in sorted(self._mtimes, reverse=True):
             mtime = self._mtimes[path]
             os.utime(path, (mtime, mtime))
+
+
+def _umask() -> int | None:
+    """Return the process's umask without changing it (Linux), None if unknown."""
+    try:
+        with open("/proc/self/status", "rb") as status:  # noqa: PTH123
+            for line in status:
+                if line.startswith(b"Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:  # not Linux, or no procfs
+        pass
+    return None
 
 
 def _data_mode(mode: int) -> int:

@@ -11,6 +11,8 @@ import io
 import json
 from pathlib import Path
 import tarfile
+import threading
+from typing import Any
 
 import pytest
 
@@ -399,13 +401,18 @@ def test_missing_file(tmp_path: Path) -> None:
 def test_io_error_while_reading(
     small_config: Path, location: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """An I/O error of the share is LocationUnavailableError, not damage."""
+    """An I/O error of the share is LocationUnavailableError, not damage.
+
+    It comes after some data was read (and hashed): no thread is left.
+    """
     path = make_backup(small_config, location, None, True)
     real_open = Path.open
 
     class Failing(io.FileIO):
-        def readinto(self, buffer: object) -> int:
-            raise OSError(5, "Input/output error")
+        def readinto(self, buffer: Any) -> int:
+            if self.tell() > 2000:
+                raise OSError(5, "Input/output error")
+            return super().readinto(memoryview(buffer)[:1000])
 
     def opener(self: Path, mode: str = "r", *args: object, **kwargs: object) -> object:
         if self == path:
@@ -415,6 +422,7 @@ def test_io_error_while_reading(
     monkeypatch.setattr(Path, "open", opener)
     with pytest.raises(LocationUnavailableError, match="Input/output"):
         verify_backup(path, None)
+    assert [t.name for t in threading.enumerate() if "backup_offload" in t.name] == []
 
 
 def test_sidecar_io_error(

@@ -7,7 +7,7 @@ that every reader reads, the same exclude decisions as Home Assistant's
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 import gzip
 import io
 import os
@@ -474,11 +474,22 @@ EQUIVALENT = {
 }
 
 
+@pytest.fixture(params=[0o022, 0o077, 0o000], ids=lambda mask: f"umask {mask:03o}")
+def umask(request: pytest.FixtureRequest) -> Iterator[int]:
+    """Run with this umask (files are created with their mode where it allows)."""
+    old = os.umask(request.param)
+    try:
+        yield request.param
+    finally:
+        os.umask(old)
+
+
 @pytest.mark.parametrize("members", EQUIVALENT.values(), ids=EQUIVALENT.keys())
 def test_extraction_equals_data_filter(
-    tmp_path: Path, members: list[tuple[tarfile.TarInfo, bytes | None]]
+    tmp_path: Path, members: list[tuple[tarfile.TarInfo, bytes | None]], umask: int
 ) -> None:
     """What the engine writes is what tarfile's data filter writes."""
+    assert archive_read._umask() == umask
     path = build_archive(tmp_path / "a.tar", members, compress=False)
     extract_backup(path, tmp_path / "ours", None)
     plain = io.BytesIO()
@@ -491,6 +502,22 @@ def test_extraction_equals_data_filter(
     ours = _attributes(tmp_path / "ours")
     assert ours == _attributes(tmp_path / "tarfile" / "data")
     assert ours  # the archive was not empty
+
+
+def test_umask_unknown(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without /proc the umask is unknown, and every file gets its mode set."""
+
+    def no_proc(*args: object, **kwargs: object) -> None:
+        raise FileNotFoundError(2, "No such file or directory")
+
+    monkeypatch.setattr("builtins.open", no_proc)
+    assert archive_read._umask() is None
+    monkeypatch.undo()
+    monkeypatch.setattr(archive_read, "_umask", lambda: None)
+    members = EQUIVALENT["modes"]
+    path = build_archive(tmp_path / "a.tar", members, compress=False)
+    extract_backup(path, tmp_path / "ours", None)
+    assert (tmp_path / "ours" / "0-655").stat().st_mode & 0o777 == 0o644
 
 
 def test_plain_writer_hands_over_after_a_link(tmp_path: Path) -> None:
