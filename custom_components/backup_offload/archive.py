@@ -6,8 +6,9 @@ the location under a hidden temporary name, flushed, fsync'ed and renamed,
 so a half-written archive is never visible under a backup's name; any error
 removes the temporary files and raises a typed error (see ``errors.py``).
 
-Reading, verifying and extracting are in ``archive_read.py``, listing in
-``listing.py``; they are re-exported here so callers need one import.
+Reading and verifying are in ``archive_read.py``, extracting in
+``extract.py``, listing in ``listing.py``; they are re-exported here so
+callers need one import.
 """
 
 from __future__ import annotations
@@ -28,12 +29,13 @@ import time
 from typing import Any, Final
 
 from . import snapshot
-from .archive_read import VerifyResult, extract_backup, verify_backup
+from .archive_read import VerifyResult, verify_backup
 from .errors import (
     LocationUnavailableError,
     WriteFailedError,
 )
 from .excludes import build_matcher, exclude_patterns, normalize_pattern
+from .extract import extract_backup
 from .fileops import fsync_dir, write_error
 from .gil import responsive_call
 from .listing import BackupScanner, ScanResult, find_backup

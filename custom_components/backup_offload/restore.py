@@ -40,7 +40,14 @@ from typing import Any, Final
 from awesomeversion import AwesomeVersion
 
 from .archive import TEMP_PREFIX, BackupInfo, VerifyResult, extract_backup
-from .archive_read import CHUNK, _read, each_member, read_sidecar, verify_backup
+from .archive_read import (
+    CHUNK,
+    each_member,
+    is_homeassistant,
+    read_archive,
+    read_sidecar,
+    verify_backup,
+)
 from .errors import (
     BackupNotFoundError,
     BackupOffloadError,
@@ -291,7 +298,7 @@ def check_start(path: Path, backup: BackupInfo, password: str | None) -> None:
         raise _Enough
 
     with contextlib.suppress(_Enough):
-        _read(path, password, consume, wanted=_is_homeassistant)
+        read_archive(path, password, consume, wanted=is_homeassistant)
     if seen != [expected]:
         raise NotRestorableError(
             f"{backup.file}: backup.json says compressed={backup.compressed},"
@@ -299,10 +306,6 @@ def check_start(path: Path, backup: BackupInfo, password: str | None) -> None:
             f" has {' and '.join(seen) or 'none'}",
             file=backup.file,
         )
-
-
-def _is_homeassistant(name: str) -> bool:
-    return name.startswith(INNER_NAME)
 
 
 def _free_bytes(path: Path) -> int:
@@ -807,7 +810,7 @@ def _backup_states(source: Path, password: str | None) -> dict[str, _State]:
         elif rel:
             states.pop(rel, None)
 
-    _read(source, password, each_member(visit), wanted=_is_homeassistant)
+    read_archive(source, password, each_member(visit), wanted=is_homeassistant)
     check.finish()
     return states
 

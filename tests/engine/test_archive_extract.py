@@ -9,7 +9,7 @@ import tarfile
 
 import pytest
 
-from custom_components.backup_offload import archive_read
+from custom_components.backup_offload import extract
 from custom_components.backup_offload.archive import (
     create_backup,
     extract_backup,
@@ -262,7 +262,7 @@ def test_write_error_in_target(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     def failing(*args: object, **kwargs: object) -> None:
         raise OSError(5, "Input/output error")
 
-    monkeypatch.setattr(archive_read, "_write_all", failing)
+    monkeypatch.setattr(extract, "_write_all", failing)
     with pytest.raises(WriteFailedError, match="EIO"):
         extract_backup(path, target, None)
     assert list(target.iterdir()) == []

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from custom_components.backup_offload import archive, archive_read, snapshot
+from custom_components.backup_offload import archive, extract, snapshot
 from custom_components.backup_offload.archive import (
     create_backup,
     extract_backup,
@@ -482,16 +482,14 @@ def test_archive_changing_between_passes(
         ],
         compress=True,
     )
-    real = archive_read._Selection.close_hardlinks
+    real = extract._Selection.close_hardlinks
 
     def damage_then_continue(self: Any) -> None:
         real(self)
         offset, size = inner_offset(path)
         flip_bit(path, offset + size - 100)
 
-    monkeypatch.setattr(
-        archive_read._Selection, "close_hardlinks", damage_then_continue
-    )
+    monkeypatch.setattr(extract._Selection, "close_hardlinks", damage_then_continue)
     target = tmp_path / "target"
     with pytest.raises(CorruptBackupError):
         extract_backup(path, target, None, select=lambda rel: rel != "first")

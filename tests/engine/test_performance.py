@@ -23,7 +23,7 @@ import zlib
 
 import pytest
 
-from custom_components.backup_offload import archive_read, compression, gil, listing
+from custom_components.backup_offload import compression, extract, gil, listing
 from custom_components.backup_offload.archive import (
     BackupScanner,
     create_backup,
@@ -489,7 +489,7 @@ def test_extraction_equals_data_filter(
     tmp_path: Path, members: list[tuple[tarfile.TarInfo, bytes | None]], umask: int
 ) -> None:
     """What the engine writes is what tarfile's data filter writes."""
-    assert archive_read._umask() == umask
+    assert extract._umask() == umask
     path = build_archive(tmp_path / "a.tar", members, compress=False)
     extract_backup(path, tmp_path / "ours", None)
     plain = io.BytesIO()
@@ -511,9 +511,9 @@ def test_umask_unknown(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         raise FileNotFoundError(2, "No such file or directory")
 
     monkeypatch.setattr("builtins.open", no_proc)
-    assert archive_read._umask() is None
+    assert extract._umask() is None
     monkeypatch.undo()
-    monkeypatch.setattr(archive_read, "_umask", lambda: None)
+    monkeypatch.setattr(extract, "_umask", lambda: None)
     members = EQUIVALENT["modes"]
     path = build_archive(tmp_path / "a.tar", members, compress=False)
     extract_backup(path, tmp_path / "ours", None)
@@ -522,7 +522,7 @@ def test_umask_unknown(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_plain_writer_hands_over_after_a_link(tmp_path: Path) -> None:
     """Links, and every member after the first link, go to tarfile."""
-    writer = archive_read._PlainWriter(tmp_path)
+    writer = extract._PlainWriter(tmp_path)
     regular, directory = tarfile.TarInfo("f"), tarfile.TarInfo("d")
     directory.type = tarfile.DIRTYPE
     sparse = tarfile.TarInfo("s")
@@ -533,7 +533,7 @@ def test_plain_writer_hands_over_after_a_link(tmp_path: Path) -> None:
     for kind in (tarfile.SYMTYPE, tarfile.LNKTYPE):
         link = tarfile.TarInfo("l")
         link.type = kind
-        assert not archive_read._PlainWriter(tmp_path).takes(link)
+        assert not extract._PlainWriter(tmp_path).takes(link)
     link = tarfile.TarInfo("l")
     link.type = tarfile.SYMTYPE
     assert not writer.takes(link)
@@ -607,7 +607,7 @@ def test_selective_extraction_failures(
     def failing(*args: object, **kwargs: object) -> None:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(archive_read, "_write_all", failing)
+    monkeypatch.setattr(extract, "_write_all", failing)
     with pytest.raises(InsufficientSpaceError):
         extract_backup(path, tmp_path / "t2", None, select=lambda rel: True)
 
@@ -620,7 +620,7 @@ def test_one_pass_filter_refusal_after_check(
         tmp_path / "a.tar",
         [*SAFE, member("data/up", kind=tarfile.SYMTYPE, linkname="../../etc")],
     )
-    monkeypatch.setattr(archive_read.SafetyCheck, "finish", lambda self: None)
+    monkeypatch.setattr(extract.SafetyCheck, "finish", lambda self: None)
     target = tmp_path / "target"
     target.mkdir()
     with pytest.raises(UnsafeArchiveError, match="Refused"):
@@ -634,7 +634,7 @@ def test_one_pass_failure_in_empty_target(
     """An existing empty target is cleaned of files and directories alike."""
     path = build_archive(tmp_path / "a.tar", SAFE)
     calls = []
-    real = archive_read._write_all
+    real = extract._write_all
 
     def second_fails(fd: int, data: bytes) -> None:
         calls.append(data)
@@ -642,7 +642,7 @@ def test_one_pass_failure_in_empty_target(
             raise OSError(5, "Input/output error")
         real(fd, data)
 
-    monkeypatch.setattr(archive_read, "_write_all", second_fails)
+    monkeypatch.setattr(extract, "_write_all", second_fails)
     target = tmp_path / "target"
     target.mkdir()
     with pytest.raises(WriteFailedError, match="EIO"):
