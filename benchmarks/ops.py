@@ -111,8 +111,21 @@ class WorkerMemory:
         self._thread.join()
 
 
+IN_THIS_PROCESS = False
+"""``--no-worker``: run the engine in this process, as the fallback does."""
+
+
+def _engine_call(func: Any, *args: Any, **kwargs: Any) -> Any:
+    """Call an engine function as the integration does (in a worker process)."""
+    if IN_THIS_PROCESS:
+        return func(*args, **kwargs)
+    from custom_components.backup_offload import worker
+
+    return worker.run(func, *args, **kwargs)
+
+
 def ours_create(source: Path, out: Path, password: str | None) -> dict[str, Any]:
-    from custom_components.backup_offload import archive, worker
+    from custom_components.backup_offload import archive
 
     try:
         from custom_components.backup_offload.compression import BACKEND
@@ -120,7 +133,7 @@ def ours_create(source: Path, out: Path, password: str | None) -> dict[str, Any]
         compressor = BACKEND.name
     except ImportError:  # an engine from before compression.py
         compressor = "securetar gzip"
-    result = worker.run(
+    result = _engine_call(
         archive.create_backup,
         source,
         out,
@@ -136,18 +149,18 @@ def ours_create(source: Path, out: Path, password: str | None) -> dict[str, Any]
 
 
 def ours_verify(archive_path: Path, password: str | None) -> dict[str, Any]:
-    from custom_components.backup_offload import archive, worker
+    from custom_components.backup_offload import archive
 
-    result = worker.run(archive.verify_backup, archive_path, password)
+    result = _engine_call(archive.verify_backup, archive_path, password)
     return {"members": result.members}
 
 
 def ours_extract(
     archive_path: Path, target: Path, password: str | None
 ) -> dict[str, Any]:
-    from custom_components.backup_offload import archive, worker
+    from custom_components.backup_offload import archive
 
-    done = worker.run(archive.extract_backup, archive_path, target, password)
+    done = _engine_call(archive.extract_backup, archive_path, target, password)
     return {"members": len(done)}
 
 
@@ -200,7 +213,10 @@ def main() -> None:
     parser.add_argument("args", nargs="*")
     parser.add_argument("--password", action="store_true")
     parser.add_argument("--sample-memory", action="store_true")
+    parser.add_argument("--no-worker", action="store_true")
     options = parser.parse_intermixed_args()
+    global IN_THIS_PROCESS  # noqa: PLW0603 - one operation per process
+    IN_THIS_PROCESS = options.no_worker
     password = PASSWORD if options.password else None
     args = [Path(arg) for arg in options.args]
     ops = {

@@ -37,6 +37,8 @@ from .slowfs import mount_slowfs
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
 SECTIONS = ("throughput", "loop", "memory", "listing", "scale")
+NO_WORKER = "ours, engine in the calling process"
+"""The same code without the worker process: what starting one costs."""
 
 
 @dataclass
@@ -122,6 +124,7 @@ def op(
     *args: Path | str,
     password: bool = False,
     sample_memory: bool = False,
+    no_worker: bool = False,
     env: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Run one measured operation in a fresh interpreter (benchmarks.ops)."""
@@ -130,6 +133,8 @@ def op(
         command.append("--password")
     if sample_memory:
         command.append("--sample-memory")
+    if no_worker:
+        command.append("--no-worker")
     done = subprocess.run(
         command,
         cwd=REPO,
@@ -246,14 +251,24 @@ def throughput(s: Settings, data: dataset.DataSet, out: Path) -> dict[str, Any]:
         if "tar -czf" in rows:
             tar_file = Path(rows["tar -czf"]["file"])
         verifiers: dict[str, Job] = {
-            "ours": ("ours-verify", lambda a=archive: [a], password)
+            "ours": ("ours-verify", lambda a=archive: [a], password),
+            NO_WORKER: (
+                "ours-verify",
+                lambda a=archive: [a],
+                password | {"no_worker": True},
+            ),
         }
         extractors: dict[str, Job] = {
             "ours": (
                 "ours-extract",
                 lambda k=kind, a=archive: [a, clear(out / f"x-ours-{k}") / "t"],
                 password,
-            )
+            ),
+            NO_WORKER: (
+                "ours-extract",
+                lambda k=kind, a=archive: [a, clear(out / f"x-ours-{k}") / "t"],
+                password | {"no_worker": True},
+            ),
         }
         if tar_file is not None:
             verifiers["tar -tzf"] = ("tar-list", lambda t=tar_file: [t], {})
@@ -526,10 +541,12 @@ def _throughput_table(report: dict[str, Any], add: Callable[[str], None]) -> Non
     add(f"### Throughput ({files} files, {mb:.0f} MB, median of {repeat})\n")
     add(_row("operation", "tool", "seconds", "MB/s", "output MB", "ours faster by"))
     add(_row("---", "---", "---:", "---:", "---:", "---:"))
-    sections = ("create", "verify", "extract")
-    for section in [
-        f"{op} {kind}" for op in sections for kind in ("plain", "encrypted")
-    ]:
+    sections = [
+        f"{op} {kind}"
+        for op in ("create", "verify", "extract")
+        for kind in ("plain", "encrypted")
+    ]
+    for section in sections:
         rows = t.get(section, {})
         ours = rows.get("ours", {}).get("seconds", 0)
         for tool, run in rows.items():
@@ -541,10 +558,29 @@ def _throughput_table(report: dict[str, Any], add: Callable[[str], None]) -> Non
                     f"{run['seconds']:.2f}",
                     f"{mb / run['seconds']:.0f}",
                     "" if size is None else f"{size / 1e6:.1f}",
-                    "" if tool == "ours" else _ratio(run["seconds"], ours),
+                    "" if tool in ("ours", NO_WORKER) else _ratio(run["seconds"], ours),
                 )
             )
     add("")
+    notes = []
+    for section in sections:
+        rows = t.get(section, {})
+        if "ours" not in rows or NO_WORKER not in rows:
+            continue
+        worker, alone = rows["ours"]["seconds"], rows[NO_WORKER]["seconds"]
+        reference = next((run for tool, run in rows.items() if "tar" in tool), None)
+        against = (
+            ""
+            if reference is None
+            else f"; {_ratio(reference['seconds'], alone)} faster than tar"
+        )
+        notes.append(
+            f"{section}: the worker process adds {worker - alone:+.2f} s"
+            f" (engine alone {alone:.2f} s{against})"
+        )
+    if notes:
+        add("The engine in the calling process, without the worker process:\n")
+        add("\n".join(f"- {note}" for note in notes) + "\n")
 
 
 def _loop_table(report: dict[str, Any], add: Callable[[str], None]) -> None:
