@@ -38,19 +38,21 @@ async def setup_location(
     hass: HomeAssistant,
     path: Path,
     *,
+    title: str = "NAS",
     require_mount: bool = True,
     options: dict[str, Any] | None = None,
 ) -> MockConfigEntry:
-    """Add and set up a location called NAS at ``path``."""
+    """Add a location at ``path`` and set it up."""
     entry = MockConfigEntry(
         domain=DOMAIN,
-        title="NAS",
+        title=title,
         unique_id=str(path),
         data={CONF_PATH: str(path), CONF_REQUIRE_MOUNT: require_mount},
         options=options or {},
     )
     entry.add_to_hass(hass)
     assert await hass.config_entries.async_setup(entry.entry_id)
+    await hass.async_block_till_done()
     return entry
 
 

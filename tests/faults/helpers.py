@@ -30,12 +30,8 @@ from pytest_homeassistant_custom_component.common import MockConfigEntry
 from benchmarks.loop import MachineStalls
 import custom_components.backup_offload as integration
 from custom_components.backup_offload.archive import TEMP_PREFIX
-from custom_components.backup_offload.const import (
-    CONF_PATH,
-    CONF_REQUIRE_MOUNT,
-    DOMAIN,
-)
-from tests.common import call
+from custom_components.backup_offload.const import DOMAIN
+from tests.common import call, setup_location  # noqa: F401 (the fault tests' too)
 
 OUR_CODE = str(Path(integration.__file__).resolve().parent)
 
@@ -47,28 +43,6 @@ async def call_error(
     with pytest.raises(HomeAssistantError) as err:
         await call(hass, service, entry, **data)
     return err.value
-
-
-async def setup_location(
-    hass: HomeAssistant,
-    path: Path,
-    *,
-    title: str = "NAS",
-    require_mount: bool = True,
-    options: dict[str, Any] | None = None,
-) -> MockConfigEntry:
-    """Add a location and set it up."""
-    entry = MockConfigEntry(
-        domain=DOMAIN,
-        title=title,
-        unique_id=str(path),
-        data={CONF_PATH: str(path), CONF_REQUIRE_MOUNT: require_mount},
-        options=options or {},
-    )
-    entry.add_to_hass(hass)
-    assert await hass.config_entries.async_setup(entry.entry_id)
-    await hass.async_block_till_done()
-    return entry
 
 
 def files(path: Path) -> list[str]:
