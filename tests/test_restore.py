@@ -1003,7 +1003,7 @@ async def test_report_survives_errors(
     def broken(*args: Any, **kwargs: Any) -> None:
         raise PermissionError("denied")
 
-    monkeypatch.setattr(restorer.restore, "collect_outcome", broken)
+    monkeypatch.setattr(restorer.restore_outcome, "collect_outcome", broken)
     await restorer.async_report_restore_result(hass)
     assert not ir.async_get(hass).issues
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 from pathlib import Path
@@ -12,14 +13,14 @@ from .errors import BackupOffloadError, InsufficientSpaceError, WriteFailedError
 # the rename is then as durable as that file system makes it.
 _FSYNC_UNSUPPORTED = (errno.EINVAL, errno.ENOTSUP, errno.EBADF)
 # Write errors that mean "the location is full".
-_SPACE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+SPACE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
 
 
 def write_error(err: OSError, what: str) -> BackupOffloadError:
     """Return the typed error for an OSError while writing ``what``."""
     code = errno.errorcode.get(err.errno or 0, "unknown error")
     detail = f"{code} ({err.strerror or err})"
-    if err.errno in _SPACE_ERRNOS:
+    if err.errno in SPACE_ERRNOS:
         return InsufficientSpaceError(
             f"Not enough space for {what}: {detail}", errno=code
         )
@@ -41,3 +42,10 @@ def fsync_dir(directory: Path | int) -> None:
     finally:
         if not isinstance(directory, int):
             os.close(fd)
+
+
+def remove_quietly(*paths: Path) -> None:
+    """Remove files that may be gone already; errors are not ours to report."""
+    for path in paths:
+        with contextlib.suppress(OSError):
+            path.unlink(missing_ok=True)

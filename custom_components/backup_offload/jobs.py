@@ -37,7 +37,9 @@ from .location import (
     delete_backup,
     probe,
 )
-from .restore import Extracted, Preview, Staged, extract_selected, preview, stage
+from .restore_full import Staged, stage
+from .restore_partial import Extracted, extract_selected
+from .restore_preview import Preview, preview
 from .retention import select_for_deletion
 
 

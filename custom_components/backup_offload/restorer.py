@@ -1,4 +1,4 @@
-"""Restore a backup from a location: the async shell around ``restore.py``.
+"""Restore a backup from a location: the async shell around the ``restore*`` modules.
 
 A full restore is validated and staged by Backup Offload, and carried out by
 Home Assistant itself at its next start (``homeassistant/backup_restore.py``,
@@ -29,7 +29,14 @@ from homeassistant.helpers import issue_registry as ir
 from homeassistant.helpers.start import async_at_started
 from homeassistant.util import dt as dt_util
 
-from . import jobs, restore
+from . import (
+    jobs,
+    restore,
+    restore_full,
+    restore_outcome,
+    restore_partial,
+    restore_preview,
+)
 from .const import (
     CONF_PASSWORD,
     DOMAIN,
@@ -88,7 +95,9 @@ def instruction_keys() -> dict[str, str]:
     return {name: _INSTRUCTION_KEYS[name] for name in fields}
 
 
-def _instruction(staged: restore.Staged, *, restore_database: bool) -> dict[str, Any]:
+def _instruction(
+    staged: restore_full.Staged, *, restore_database: bool
+) -> dict[str, Any]:
     """Return the instruction for the installed Home Assistant."""
     values: dict[str, Any] = {
         "backup_file_path": staged.path.as_posix(),
@@ -108,7 +117,7 @@ is_newer = restore.NewerThan(HA_VERSION)
 
 
 def _paths(paths: list[str]) -> dict[str, Any]:
-    return {"count": len(paths), "paths": paths[: restore.PREVIEW_PATHS]}
+    return {"count": len(paths), "paths": paths[: restore_preview.PREVIEW_PATHS]}
 
 
 async def async_restore(
@@ -181,7 +190,7 @@ async def _async_restore_full(
     location = manager.coordinator.location
     async with manager.operation(OperationState.RESTORING, exclusive=True):
         instruction_keys()
-        staged: restore.Staged = await manager.runner.run_checked(
+        staged: restore_full.Staged = await manager.runner.run_checked(
             partial(jobs.restore_stage, is_newer=is_newer),
             location,
             backup_id,
@@ -206,7 +215,7 @@ async def _async_restore_full(
             }
             await hass.async_add_executor_job(
                 partial(
-                    restore.write_instruction,
+                    restore_full.write_instruction,
                     staged,
                     config_dir=location.config_dir,
                     instruction_name=backup_restore.RESTORE_BACKUP_FILE,
@@ -215,7 +224,7 @@ async def _async_restore_full(
                 )
             )
         except BaseException:
-            await hass.async_add_executor_job(restore.discard_staged, staged)
+            await hass.async_add_executor_job(restore_full.discard_staged, staged)
             raise
     backup = staged.backup
     for issue_id in (ISSUE_RESTORE_FAILED, ISSUE_RESTORE_FAILED_OTHER):
@@ -261,7 +270,7 @@ async def _async_restore_files(
     hass = manager.hass
     location = manager.coordinator.location
     async with manager.operation(OperationState.RESTORING, exclusive=True):
-        extracted: restore.Extracted = await manager.runner.run_checked(
+        extracted: restore_partial.Extracted = await manager.runner.run_checked(
             partial(jobs.restore_extract, patterns=paths),
             location,
             backup_id,
@@ -274,7 +283,9 @@ async def _async_restore_files(
                 else None
             )
         except BaseException:
-            await hass.async_add_executor_job(restore.discard_extracted, extracted)
+            await hass.async_add_executor_job(
+                restore_partial.discard_extracted, extracted
+            )
             raise
         manager.fire(
             EVENT_RESTORE_STARTED,
@@ -283,7 +294,9 @@ async def _async_restore_files(
             paths=extracted.files,
         )
         restored = await hass.async_add_executor_job(
-            partial(restore.apply_files, extracted, config_dir=location.config_dir)
+            partial(
+                restore_partial.apply_files, extracted, config_dir=location.config_dir
+            )
         )
     LOGGER.info(
         "%s: restored %s from backup %s",
@@ -335,7 +348,7 @@ async def _async_preview(
 
 
 @callback
-def _known_result(hass: HomeAssistant) -> restore.RestoreResult | None:
+def _known_result(hass: HomeAssistant) -> restore_outcome.RestoreResult | None:
     """Return what Home Assistant's backup integration read at this start.
 
     It reads and removes the result file when it is set up, which is before
@@ -348,7 +361,7 @@ def _known_result(hass: HomeAssistant) -> restore.RestoreResult | None:
         RestoreBackupState.FAILED,
     ):
         return None
-    return restore.RestoreResult(
+    return restore_outcome.RestoreResult(
         success=event.state is RestoreBackupState.COMPLETED, error=event.reason
     )
 
@@ -363,7 +376,7 @@ async def async_report_restore_result(hass: HomeAssistant) -> None:
     try:
         outcome = await hass.async_add_executor_job(
             partial(
-                restore.collect_outcome,
+                restore_outcome.collect_outcome,
                 Path(hass.config.config_dir),
                 instruction_name=backup_restore.RESTORE_BACKUP_FILE,
                 result_name=backup_restore.RESTORE_BACKUP_RESULT_FILE,

@@ -21,7 +21,14 @@ from typing import Any
 
 import pytest
 
-from custom_components.backup_offload import fileops, restore
+from custom_components.backup_offload import (
+    fileops,
+    restore,
+    restore_full,
+    restore_outcome,
+    restore_partial,
+    restore_preview,
+)
 from custom_components.backup_offload.archive import BackupInfo, create_backup
 from custom_components.backup_offload.errors import (
     BackupNotFoundError,
@@ -38,7 +45,6 @@ from custom_components.backup_offload.restore import (
     NothingToRestoreError,
     NotRestorableError,
     RestorePathError,
-    RestoreResult,
     RestoreWriteError,
     StagingError,
     StagingSpaceError,
@@ -111,7 +117,7 @@ def test_stage(
     """The staged copy is verified and complete; only it was added."""
     password, compress = kind
     info, path = make_backup(config, location, password, compress)
-    staged = restore.stage(
+    staged = restore_full.stage(
         path, info, password, config_dir=target, is_newer=never_newer
     )
     assert staged.path == target / STAGING_DIR / f"backup_offload_{info.backup_id}.tar"
@@ -120,7 +126,7 @@ def test_stage(
     assert staged.created_dir is True
     assert staged.verified.members > 10
     assert sorted(p.name for p in staged.path.parent.iterdir()) == [staged.path.name]
-    restore.discard_staged(staged)
+    restore_full.discard_staged(staged)
     assert not (target / STAGING_DIR).exists()
 
 
@@ -133,10 +139,10 @@ def test_home_assistant_restores_the_staged_copy(
 
     password, compress = kind
     info, path = make_backup(config, location, password, compress)
-    staged = restore.stage(
+    staged = restore_full.stage(
         path, info, password, config_dir=target, is_newer=never_newer
     )
-    restore.write_instruction(
+    restore_full.write_instruction(
         staged,
         config_dir=target,
         instruction_name=".HA_RESTORE",
@@ -156,10 +162,10 @@ def test_home_assistant_restores_the_staged_copy(
     assert (target / "configuration.yaml").read_text() != "target: true\n"
     # The backup has an empty tmp_backups (its archives are left out).
     assert list((target / STAGING_DIR).iterdir()) == []
-    outcome = restore.collect_outcome(
+    outcome = restore_outcome.collect_outcome(
         target, instruction_name=".HA_RESTORE", result_name=".HA_RESTORE_RESULT"
     )
-    assert outcome.result == RestoreResult(success=True)
+    assert outcome.result == restore_outcome.RestoreResult(success=True)
     assert outcome.marker is None
 
 
@@ -169,16 +175,16 @@ def test_stage_keeps_an_existing_staging_dir_and_older_copy(
     """A failure removes only this attempt's files."""
     info, path = make_backup(config, location)
     older = write(target / STAGING_DIR / f"backup_offload_{info.backup_id}.tar", "x")
-    real_free = restore._free_bytes
-    temp_dir = os.path.realpath(restore.tempfile.gettempdir())
+    real_free = restore_full._free_bytes
+    temp_dir = os.path.realpath(restore_full.tempfile.gettempdir())
 
     def free(where: Path) -> int:
         # Plenty for the copy, none for Home Assistant's unpacking at startup.
         return 0 if os.path.realpath(where) == temp_dir else real_free(where)
 
-    monkeypatch.setattr(restore, "_free_bytes", free)
+    monkeypatch.setattr(restore_full, "_free_bytes", free)
     with pytest.raises(StagingSpaceError, match="restore at startup"):
-        restore.stage(path, info, None, config_dir=target, is_newer=never_newer)
+        restore_full.stage(path, info, None, config_dir=target, is_newer=never_newer)
     assert [p.name for p in (target / STAGING_DIR).iterdir()] == [older.name]
     assert older.read_text() == "x"
 
@@ -189,17 +195,17 @@ def test_stage_space_checks(
     """No room for the copy, or no answer from statvfs: refused, nothing left."""
     info, path = make_backup(config, location)
     before = sorted(target.rglob("*"))
-    monkeypatch.setattr(restore, "_free_bytes", lambda where: 1000)
+    monkeypatch.setattr(restore_full, "_free_bytes", lambda where: 1000)
     with pytest.raises(StagingSpaceError) as err:
-        restore.stage(path, info, None, config_dir=target, is_newer=never_newer)
+        restore_full.stage(path, info, None, config_dir=target, is_newer=never_newer)
     assert err.value.placeholders["free"] == "1000"
 
     def broken(where: Path) -> int:
         raise OSError(errno.EIO, "I/O error")
 
-    monkeypatch.setattr(restore, "_free_bytes", broken)
+    monkeypatch.setattr(restore_full, "_free_bytes", broken)
     with pytest.raises(StagingError):
-        restore.stage(path, info, None, config_dir=target, is_newer=never_newer)
+        restore_full.stage(path, info, None, config_dir=target, is_newer=never_newer)
     assert sorted(target.rglob("*")) == before
 
 
@@ -209,14 +215,14 @@ def test_stage_checksum(config: Path, location: Path, target: Path) -> None:
     sidecar = Path(f"{path}.sha256")
     sidecar.write_text("0" * 64 + "  " + path.name + "\n")
     with pytest.raises(CorruptBackupError, match="checksum"):
-        restore.stage(path, info, None, config_dir=target, is_newer=never_newer)
+        restore_full.stage(path, info, None, config_dir=target, is_newer=never_newer)
     sidecar.write_text("not a checksum\n")
     with pytest.raises(CorruptBackupError, match="sha256sum format"):
-        restore.stage(path, info, None, config_dir=target, is_newer=never_newer)
+        restore_full.stage(path, info, None, config_dir=target, is_newer=never_newer)
     sidecar.unlink()
     sidecar.mkdir()
     with pytest.raises(LocationUnavailableError):
-        restore.stage(path, info, None, config_dir=target, is_newer=never_newer)
+        restore_full.stage(path, info, None, config_dir=target, is_newer=never_newer)
     assert not (target / STAGING_DIR).exists()
 
 
@@ -224,16 +230,16 @@ def test_read_sidecar(tmp_path: Path) -> None:
     """The location's checksum file: absent, sane, garbage, unreadable."""
     archive = tmp_path / "a.tar"
     sidecar = tmp_path / "a.tar.sha256"
-    assert restore._read_sidecar(archive) is None
+    assert restore_full._read_sidecar(archive) is None
     sidecar.write_text("AB" * 32 + "  a.tar\n")
-    assert restore._read_sidecar(archive) == "ab" * 32
+    assert restore_full._read_sidecar(archive) == "ab" * 32
     sidecar.write_text("garbage\n")
     with pytest.raises(CorruptBackupError):
-        restore._read_sidecar(archive)
+        restore_full._read_sidecar(archive)
     sidecar.unlink()
     sidecar.mkdir()
     with pytest.raises(LocationUnavailableError):
-        restore._read_sidecar(archive)
+        restore_full._read_sidecar(archive)
 
 
 def test_discard_keeps_a_staging_dir_it_did_not_make(
@@ -242,9 +248,11 @@ def test_discard_keeps_a_staging_dir_it_did_not_make(
     """Home Assistant's own tmp_backups stays when a staged copy goes."""
     (target / STAGING_DIR).mkdir()
     info, path = make_backup(config, location)
-    staged = restore.stage(path, info, None, config_dir=target, is_newer=never_newer)
+    staged = restore_full.stage(
+        path, info, None, config_dir=target, is_newer=never_newer
+    )
     assert staged.created_dir is False
-    restore.discard_staged(staged)
+    restore_full.discard_staged(staged)
     assert list((target / STAGING_DIR).iterdir()) == []
 
 
@@ -258,17 +266,19 @@ def test_stage_verify_and_rename_failures(
         raise LocationUnavailableError("EIO", "unreachable")
 
     with monkeypatch.context() as patch:
-        patch.setattr(restore, "verify_backup", unreadable)
+        patch.setattr(restore_full, "verify_backup", unreadable)
         with pytest.raises(StagingError, match="staged copy"):
-            restore.stage(path, info, None, config_dir=target, is_newer=never_newer)
+            restore_full.stage(
+                path, info, None, config_dir=target, is_newer=never_newer
+            )
     assert not (target / STAGING_DIR).exists()
 
     def no_fsync(directory: Path) -> None:
         raise OSError(errno.EIO, "I/O error")
 
-    monkeypatch.setattr(restore, "fsync_dir", no_fsync)
+    monkeypatch.setattr(restore_full, "fsync_dir", no_fsync)
     with pytest.raises(StagingError, match="Renaming"):
-        restore.stage(path, info, None, config_dir=target, is_newer=never_newer)
+        restore_full.stage(path, info, None, config_dir=target, is_newer=never_newer)
     assert not (target / STAGING_DIR).exists()
 
 
@@ -376,26 +386,26 @@ def test_copy_write_errors(
     """Errors writing the copy are this machine's, by errno."""
     source = write(tmp_path / "a.tar", "data")
     monkeypatch.setattr(
-        restore.os,
+        restore_full.os,
         "fdopen",
         lambda fd, mode: _FailingFile(fd, fail=fail, code=code),
     )
     with pytest.raises(error):
-        restore._copy(source, tmp_path / "copy")
+        restore_full._copy(source, tmp_path / "copy")
 
 
 def test_copy_read_errors(tmp_path: Path) -> None:
     """Errors reading the source are the location's."""
     with pytest.raises(BackupNotFoundError):
-        restore._copy(tmp_path / "missing.tar", tmp_path / "copy")
+        restore_full._copy(tmp_path / "missing.tar", tmp_path / "copy")
     with pytest.raises(LocationUnavailableError):
-        restore._copy(tmp_path, tmp_path / "copy")
+        restore_full._copy(tmp_path, tmp_path / "copy")
     # Reading /proc/self/mem at offset 0 fails with EIO.
     with pytest.raises(LocationUnavailableError):
-        restore._copy(Path("/proc/self/mem"), tmp_path / "copy2")
+        restore_full._copy(Path("/proc/self/mem"), tmp_path / "copy2")
     source = write(tmp_path / "a.tar", "data")
     with pytest.raises(StagingError):
-        restore._copy(source, source)  # the target must be new
+        restore_full._copy(source, source)  # the target must be new
 
 
 def test_fsync_dir_tolerates_file_systems_that_cannot(
@@ -417,13 +427,13 @@ def test_fsync_dir_tolerates_file_systems_that_cannot(
 
 def test_ensure_dir(tmp_path: Path) -> None:
     """The staging directory: created, reused, or a clear error."""
-    assert restore._ensure_dir(tmp_path / "new") is True
-    assert restore._ensure_dir(tmp_path / "new") is False
+    assert restore_full._ensure_dir(tmp_path / "new") is True
+    assert restore_full._ensure_dir(tmp_path / "new") is False
     write(tmp_path / "file", "x")
     with pytest.raises(StagingError, match="not a directory"):
-        restore._ensure_dir(tmp_path / "file")
+        restore_full._ensure_dir(tmp_path / "file")
     with pytest.raises(StagingError):
-        restore._ensure_dir(tmp_path / "missing" / "deep")
+        restore_full._ensure_dir(tmp_path / "missing" / "deep")
 
 
 def test_write_instruction_failures(
@@ -431,10 +441,12 @@ def test_write_instruction_failures(
 ) -> None:
     """The instruction is written last; if it fails, the marker goes too."""
     info, path = make_backup(config, location)
-    staged = restore.stage(path, info, None, config_dir=target, is_newer=never_newer)
+    staged = restore_full.stage(
+        path, info, None, config_dir=target, is_newer=never_newer
+    )
     (target / ".HA_RESTORE").mkdir()  # cannot be replaced by a file
     with pytest.raises(StagingError):
-        restore.write_instruction(
+        restore_full.write_instruction(
             staged,
             config_dir=target,
             instruction_name=".HA_RESTORE",
@@ -453,7 +465,7 @@ def test_write_instruction_failures(
 def test_partial_restore(config: Path, location: Path, target: Path) -> None:
     """Files, links and hard links come back; parents are created."""
     info, path = make_backup(config, location)
-    extracted = restore.extract_selected(
+    extracted = restore_partial.extract_selected(
         path,
         info,
         None,
@@ -461,7 +473,7 @@ def test_partial_restore(config: Path, location: Path, target: Path) -> None:
         patterns=["automations.yaml", "themes", "blueprints/*", "www/images"],
     )
     assert extracted.temp_dir.parent == target
-    restored = restore.apply_files(extracted, config_dir=target)
+    restored = restore_partial.apply_files(extracted, config_dir=target)
     assert set(restored) == {
         "automations.yaml",
         "themes/current.yaml",
@@ -503,9 +515,11 @@ def test_partial_restore_destinations(
     prepare(target)
     before = {p: p.lstat().st_mtime_ns for p in target.rglob("*")}
     with pytest.raises(RestorePathError, match=match):
-        restore.extract_selected(path, info, None, config_dir=target, patterns=[rel])
+        restore_partial.extract_selected(
+            path, info, None, config_dir=target, patterns=[rel]
+        )
     with pytest.raises(RestorePathError, match=match):
-        restore.preview(
+        restore_preview.preview(
             path,
             info,
             None,
@@ -523,9 +537,11 @@ def test_partial_restore_refuses_forbidden_matches(
     """A broad pattern that reaches .storage refuses the restore."""
     info, path = make_backup(config, location)
     with pytest.raises(RestorePathError, match=r"\.storage"):
-        restore.extract_selected(path, info, None, config_dir=target, patterns=["*"])
+        restore_partial.extract_selected(
+            path, info, None, config_dir=target, patterns=["*"]
+        )
     with pytest.raises(NothingToRestoreError):
-        restore.extract_selected(
+        restore_partial.extract_selected(
             path, info, None, config_dir=target, patterns=["empty_dir"]
         )
     assert sorted(p.name for p in target.iterdir()) == [
@@ -539,7 +555,7 @@ def test_apply_across_file_systems(
 ) -> None:
     """A destination on another file system: copied next to it, then renamed."""
     info, path = make_backup(config, location)
-    extracted = restore.extract_selected(
+    extracted = restore_partial.extract_selected(
         path, info, None, config_dir=target, patterns=["automations.yaml"]
     )
     real_replace = Path.replace
@@ -550,7 +566,9 @@ def test_apply_across_file_systems(
         return real_replace(self, other)
 
     monkeypatch.setattr(Path, "replace", replace)
-    assert restore.apply_files(extracted, config_dir=target) == ["automations.yaml"]
+    assert restore_partial.apply_files(extracted, config_dir=target) == [
+        "automations.yaml"
+    ]
     assert (target / "automations.yaml").read_text() == "[]\n"
     assert not [p for p in target.iterdir() if p.name.startswith(".backup_offload")]
 
@@ -561,8 +579,8 @@ def test_apply_failures(
     """A failing rename or copy: an error that lists what was restored."""
     info, path = make_backup(config, location)
 
-    def extract() -> restore.Extracted:
-        return restore.extract_selected(
+    def extract() -> restore_partial.Extracted:
+        return restore_partial.extract_selected(
             path,
             info,
             None,
@@ -581,10 +599,10 @@ def test_apply_failures(
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(Path, "replace", failing)
-    monkeypatch.setattr(restore.shutil, "copy2", no_copy)
+    monkeypatch.setattr(restore_partial.shutil, "copy2", no_copy)
     extracted = extract()
     with pytest.raises(RestoreWriteError) as err:
-        restore.apply_files(extracted, config_dir=target)
+        restore_partial.apply_files(extracted, config_dir=target)
     assert err.value.placeholders["restored"] == "automations.yaml"
     assert not extracted.temp_dir.exists()
     assert not [p for p in target.iterdir() if p.name.startswith(".backup_offload")]
@@ -595,9 +613,9 @@ def test_apply_failures(
     monkeypatch.setattr(Path, "replace", eio)
     extracted = extract()
     with pytest.raises(RestoreWriteError) as err:
-        restore.apply_files(extracted, config_dir=target)
+        restore_partial.apply_files(extracted, config_dir=target)
     assert err.value.placeholders["restored"] == "none"
-    restore.discard_extracted(extracted)
+    restore_partial.discard_extracted(extracted)
 
 
 # --- dry run ------------------------------------------------------------------
@@ -607,7 +625,7 @@ def test_preview_of_the_same_config(config: Path, location: Path) -> None:
     """Restoring a config's own backup: only what backups leave out goes."""
     info, path = make_backup(config, location)
     os.mkfifo(config / "fifo")
-    diff = restore.preview(
+    diff = restore_preview.preview(
         path,
         info,
         None,
@@ -643,7 +661,7 @@ def test_preview_kinds_of_change(location: Path, target: Path) -> None:
     (target / "link").symlink_to("configuration.yaml")
     (target / "was_link").symlink_to("configuration.yaml")
     write(target / "same_size.yaml", "bbbb\n")
-    diff = restore.preview(
+    diff = restore_preview.preview(
         path,
         info,
         None,
@@ -668,7 +686,7 @@ def test_preview_refuses_unsafe(location: Path, target: Path) -> None:
         ],
     )
     with pytest.raises(UnsafeArchiveError):
-        restore.preview(
+        restore_preview.preview(
             path,
             info,
             None,
@@ -691,8 +709,8 @@ def test_preview_ignores_files_that_vanish(
             raise FileNotFoundError(path)
         return real_lstat(path, *args, **kwargs)
 
-    monkeypatch.setattr(restore.os, "lstat", lstat)
-    diff = restore.preview(
+    monkeypatch.setattr(restore_preview.os, "lstat", lstat)
+    diff = restore_preview.preview(
         path,
         info,
         None,
@@ -742,7 +760,7 @@ def test_result_file(
         result_path.mkdir()  # unreadable
     else:
         result_path.write_text(content)
-    outcome = restore.collect_outcome(
+    outcome = restore_outcome.collect_outcome(
         tmp_path, instruction_name=".HA_RESTORE", result_name=".HA_RESTORE_RESULT"
     )
     assert outcome.result is not None
@@ -763,14 +781,16 @@ def test_outcome_cleans_up(tmp_path: Path) -> None:
     write(staging / ".backup_offload-x-1.tar.tmp", "temp")
     write(staging / "homeassistant_own.tar", "not ours")
     write(tmp_path / f"{restore.PARTIAL_PREFIX}1234/automations.yaml", "x")
-    outcome = restore.collect_outcome(
+    outcome = restore_outcome.collect_outcome(
         tmp_path,
         instruction_name=".HA_RESTORE",
         result_name=".HA_RESTORE_RESULT",
-        known=RestoreResult(success=False, error="from the backup integration"),
+        known=restore_outcome.RestoreResult(
+            success=False, error="from the backup integration"
+        ),
     )
     assert outcome.marker == {"unreadable": True}
-    assert outcome.result == RestoreResult(
+    assert outcome.result == restore_outcome.RestoreResult(
         success=False, error="from the backup integration"
     )
     assert outcome.removed == sorted(
@@ -782,16 +802,16 @@ def test_outcome_cleans_up(tmp_path: Path) -> None:
         ]
     )
     assert [p.name for p in staging.iterdir()] == ["homeassistant_own.tar"]
-    again = restore.collect_outcome(
+    again = restore_outcome.collect_outcome(
         tmp_path, instruction_name=".HA_RESTORE", result_name=".HA_RESTORE_RESULT"
     )
     assert again.marker is None
     assert again.result is None
     write(staging / MARKER_NAME, "[1, 2]")
-    assert restore.collect_outcome(
+    assert restore_outcome.collect_outcome(
         tmp_path, instruction_name=".HA_RESTORE", result_name=".HA_RESTORE_RESULT"
     ).marker == {"unreadable": True}
     shutil.rmtree(staging)
-    assert restore.collect_outcome(
+    assert restore_outcome.collect_outcome(
         tmp_path, instruction_name=".HA_RESTORE", result_name=".HA_RESTORE_RESULT"
-    ) == restore.Outcome(result=None, marker=None, pending=False)
+    ) == restore_outcome.Outcome(result=None, marker=None, pending=False)

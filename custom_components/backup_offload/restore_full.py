@@ -1,0 +1,305 @@
+"""Full restore: stage a verified copy and hand it to Home Assistant's restore.
+
+``stage`` copies the archive from the location into Home Assistant's local
+temporary backup directory and verifies the copy (password, integrity,
+checksum, safe members); ``write_instruction`` then writes Home Assistant's
+own restore-at-startup instruction. Home Assistant replaces the
+configuration at its next start, before anything runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+import contextlib
+from dataclasses import dataclass
+import errno
+import hashlib
+import json
+import os
+from pathlib import Path
+import secrets
+import tempfile
+from typing import Any
+
+from .archive import TEMP_PREFIX, BackupInfo, VerifyResult
+from .archive_read import CHUNK, read_sidecar, verify_backup
+from .errors import (
+    BackupNotFoundError,
+    BackupOffloadError,
+    CorruptBackupError,
+    LocationUnavailableError,
+)
+from .fileops import SPACE_ERRNOS, fsync_dir, remove_quietly
+from .location import SPACE_MARGIN_BYTES
+from .metadata import SIDECAR_SUFFIX
+from .restore import (
+    MARKER_NAME,
+    STAGED_PREFIX,
+    STAGING_DIR,
+    StagingError,
+    StagingSpaceError,
+    check_start,
+    check_version,
+    effective_password,
+)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Staged:
+    """A verified copy of a backup, ready for Home Assistant's restore."""
+
+    backup: BackupInfo
+    path: Path
+    """The staged archive (in ``tmp_backups``)."""
+    password: str | None
+    """The password the restore needs: None when the backup is not encrypted."""
+    verified: VerifyResult
+    created_dir: bool
+    """``tmp_backups`` did not exist before (removed again when discarded)."""
+
+
+# --- staging ------------------------------------------------------------------
+
+
+def _free_bytes(path: Path) -> int:
+    vfs = os.statvfs(path)
+    return vfs.f_bavail * vfs.f_frsize
+
+
+def _require_space(path: Path, needed: int, what: str) -> None:
+    try:
+        free = _free_bytes(path)
+    except OSError as err:
+        raise StagingError(f"Checking the free space of {path} failed: {err}") from err
+    if free < needed + SPACE_MARGIN_BYTES:
+        raise StagingSpaceError(
+            f"{what} needs {needed} bytes plus {SPACE_MARGIN_BYTES} in reserve"
+            f" in {path}, {free} are free",
+            path=str(path),
+            free=str(free),
+            needed=str(needed),
+        )
+
+
+def _read_sidecar(path: Path) -> str | None:
+    """Return the digest in the location's ``<file>.sha256``, if there is one."""
+    try:
+        return read_sidecar(path)
+    except OSError as err:
+        raise LocationUnavailableError(
+            f"Reading {path.name}{SIDECAR_SUFFIX} failed: {err}",
+            location_reason="unreachable",
+        ) from err
+
+
+def _local_failure(err: OSError, what: str) -> BackupOffloadError:
+    """Return the typed error for an OSError while writing locally."""
+    code = errno.errorcode.get(err.errno or 0, "unknown error")
+    detail = f"{what}: {code} ({err.strerror or err})"
+    if err.errno in SPACE_ERRNOS:
+        return StagingSpaceError(detail, errno=code)
+    return StagingError(detail, errno=code)
+
+
+def _copy(source: Path, target: Path) -> str:
+    """Copy ``source`` to the new file ``target``, fsync it; return its SHA-256.
+
+    Read errors are the location's, write errors this machine's.
+    """
+    sha = hashlib.sha256()
+    try:
+        src = source.open("rb", buffering=0)
+    except FileNotFoundError as err:
+        raise BackupNotFoundError(
+            f"{source.name} does not exist", file=source.name
+        ) from err
+    except OSError as err:
+        raise LocationUnavailableError(
+            f"Reading {source.name} failed: {err}", location_reason="unreachable"
+        ) from err
+    with src:
+        try:
+            fd = os.open(
+                target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600
+            )
+        except OSError as err:
+            raise _local_failure(err, f"Creating {target}") from err
+        with os.fdopen(fd, "wb") as out:
+            while True:
+                try:
+                    chunk = src.read(CHUNK)
+                except OSError as err:
+                    raise LocationUnavailableError(
+                        f"Reading {source.name} failed: {err}",
+                        location_reason="unreachable",
+                    ) from err
+                if not chunk:
+                    break
+                sha.update(chunk)
+                try:
+                    out.write(chunk)
+                except OSError as err:
+                    raise _local_failure(err, f"Copying to {target}") from err
+            try:
+                out.flush()
+                os.fsync(out.fileno())
+            except OSError as err:
+                raise _local_failure(err, f"Copying to {target}") from err
+    return sha.hexdigest()
+
+
+def _ensure_dir(path: Path) -> bool:
+    """Create ``path`` if missing; return True when it was created here."""
+    try:
+        path.mkdir()
+    except FileExistsError:
+        if not path.is_dir():
+            raise StagingError(f"{path} exists and is not a directory") from None
+        return False
+    except OSError as err:
+        raise _local_failure(err, f"Creating {path}") from err
+    return True
+
+
+def stage(
+    source: Path,
+    backup: BackupInfo,
+    password: str | None,
+    *,
+    config_dir: Path,
+    is_newer: Callable[[str], bool],
+) -> Staged:
+    """Validate a backup and copy it, verified, into ``tmp_backups``.
+
+    In order, cheapest refusal first: Home Assistant version, password and
+    layout (reads the start), local space for the copy, the copy itself
+    (compared with the location's ``.sha256`` when there is one), a full
+    verification of the local copy (decrypt, decompress, every member
+    checked for safety, checksum of the copy), and the space Home
+    Assistant's restore needs at startup in the temporary directory (it
+    unpacks the archive there before it replaces the configuration). On any
+    error nothing is left behind, not even ``tmp_backups`` when it was made
+    here.
+    """
+    check_version(backup, is_newer)
+    password = effective_password(backup, password)
+    check_start(source, backup, password)
+    staging = config_dir / STAGING_DIR
+    created_dir = _ensure_dir(staging)
+    token = secrets.token_hex(4)
+    temp = staging / f"{TEMP_PREFIX}{backup.backup_id}-{token}.tar.tmp"
+    temp_sidecar = temp.with_name(temp.name + SIDECAR_SUFFIX)
+    final = staging / f"{STAGED_PREFIX}{backup.backup_id}.tar"
+    published = False
+    try:
+        _require_space(staging, backup.size, "Copying the backup to this machine")
+        expected = _read_sidecar(source)
+        digest = _copy(source, temp)
+        _check_digest(backup, digest, expected)
+        _write_new(temp_sidecar, f"{digest}  {temp.name}\n".encode())
+        try:
+            verified = verify_backup(temp, password)
+        except LocationUnavailableError as err:
+            # The copy is local: a read error is this machine's problem.
+            raise StagingError(f"Reading the staged copy failed: {err}") from err
+        remove_quietly(temp_sidecar)
+        # Home Assistant extracts the archive, then its content, into the
+        # temporary directory before it clears the configuration.
+        _require_space(
+            Path(tempfile.gettempdir()),
+            backup.size + verified.bytes,
+            "Home Assistant's restore at startup",
+        )
+        try:
+            temp.replace(final)
+            published = True
+            fsync_dir(staging)
+        except OSError as err:
+            raise _local_failure(err, f"Renaming to {final}") from err
+    except BaseException:
+        # An older staged copy of the same backup may belong to a restore
+        # that is still pending: only our own file goes.
+        remove_quietly(temp, temp_sidecar, *([final] if published else []))
+        if created_dir:
+            with contextlib.suppress(OSError):
+                staging.rmdir()
+        raise
+    return Staged(
+        backup=backup,
+        path=final,
+        password=password,
+        verified=verified,
+        created_dir=created_dir,
+    )
+
+
+def _check_digest(backup: BackupInfo, digest: str, expected: str | None) -> None:
+    if expected is not None and digest != expected:
+        raise CorruptBackupError(
+            f"{backup.file} does not match its checksum file: it is damaged",
+            file=backup.file,
+        )
+
+
+def discard_staged(staged: Staged) -> None:
+    """Remove a staged archive (the restore was abandoned)."""
+    remove_quietly(staged.path)
+    if staged.created_dir:
+        with contextlib.suppress(OSError):
+            staged.path.parent.rmdir()
+
+
+# --- instruction --------------------------------------------------------------
+
+
+def _write_new(path: Path, data: bytes) -> None:
+    """Write ``data`` to the new file ``path`` (mode 0600) and fsync it."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    """Write ``path`` through a temporary file and a rename, durably."""
+    temp = path.with_name(f"{TEMP_PREFIX}{path.name}.{secrets.token_hex(4)}.tmp")
+    try:
+        _write_new(temp, data)
+        temp.replace(path)
+        fsync_dir(path.parent)
+    except BaseException:
+        remove_quietly(temp)
+        raise
+
+
+def write_instruction(
+    staged: Staged,
+    *,
+    config_dir: Path,
+    instruction_name: str,
+    instruction: dict[str, Any],
+    marker: dict[str, Any],
+) -> Path:
+    """Write our marker, then Home Assistant's restore instruction; return it.
+
+    ``instruction`` is the JSON Home Assistant's restore reads (built by the
+    caller for the installed version). Both files are written atomically;
+    the instruction holds the password, so it is readable by its owner only.
+    If the instruction cannot be written, the marker is removed again.
+    """
+    marker_path = staged.path.parent / MARKER_NAME
+    target = config_dir / instruction_name
+    try:
+        _write_atomic(marker_path, json.dumps(marker, indent=2).encode())
+        try:
+            _write_atomic(target, json.dumps(instruction).encode())
+        except BaseException:
+            remove_quietly(marker_path)
+            raise
+    except OSError as err:
+        raise _local_failure(err, f"Writing {target}") from err
+    return target
