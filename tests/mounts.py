@@ -20,11 +20,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
+import importlib.util
 import os
 from pathlib import Path
 import re
 import shutil
 import subprocess
+import sys
 import time
 from typing import NoReturn
 
@@ -33,6 +35,7 @@ import pytest
 __all__ = [
     "MountError",
     "bind_mount",
+    "fuse_passthrough",
     "is_mounted",
     "lazy_unmount",
     "loop_ext4",
@@ -389,3 +392,53 @@ def sshfs(
         yield process
     finally:
         _stop_fuse_daemon(process, target, before)
+
+
+@contextmanager
+def fuse_passthrough(
+    target: Path, *, delay: float = 0.0
+) -> Iterator[subprocess.Popen[bytes]]:
+    """Mount an empty directory on ``target`` through a FUSE passthrough.
+
+    The daemon is the benchmarks' passthrough file system (Python FUSE
+    bindings, ``mfusepy``), whose every operation waits ``delay`` seconds;
+    its process is yielded. Kill it and every operation on ``target`` fails
+    with ENOTCONN ("transport endpoint is not connected"), as on a share
+    whose sshfs or rclone process died; give it a delay of an hour and
+    ``target`` hangs like a server that stopped answering. On exit the
+    daemon is killed (which fails every request still waiting on it) and
+    the mount detached.
+    """
+    _require_root()
+    if _fusermount() is None:
+        require_tools("fusermount")
+    if not Path("/dev/fuse").exists():
+        _skip("/dev/fuse is missing: FUSE is not available here")
+    if importlib.util.find_spec("mfusepy") is None:
+        _skip("no FUSE bindings (pip install mfusepy)")
+    source = target.with_name(target.name + ".source")
+    source.mkdir(parents=True, exist_ok=True)
+    target.mkdir(parents=True, exist_ok=True)
+    before = mount_count(target)
+    command = [sys.executable, "-m", "benchmarks.slowfs", str(source), str(target)]
+    process = subprocess.Popen(
+        [*command, "--delay", str(delay)],
+        cwd=Path(__file__).resolve().parents[1],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + SSHFS_MOUNT_TIMEOUT
+        while mount_count(target) <= before:
+            if process.poll() is not None or time.monotonic() > deadline:
+                process.kill()
+                _, error = process.communicate()
+                raise MountError(f"the FUSE passthrough did not mount: {error!r}")
+            time.sleep(0.05)
+        yield process
+    finally:
+        process.kill()
+        process.wait()
+        if process.stderr is not None:
+            process.stderr.close()
+        unmount(target, keep=before)

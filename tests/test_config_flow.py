@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import errno
 from pathlib import Path
+import subprocess
+import sys
+import traceback
 from unittest.mock import patch
 
 from homeassistant.config_entries import SOURCE_USER
@@ -11,6 +15,7 @@ from homeassistant.data_entry_flow import FlowResultType, InvalidData
 import pytest
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
+from custom_components.backup_offload import config_flow
 from custom_components.backup_offload.const import (
     CONF_COMPRESS,
     CONF_EXCLUDE,
@@ -24,7 +29,7 @@ from custom_components.backup_offload.const import (
 )
 
 from .common import in_executor, run
-from .mounts import read_only, tmpfs
+from .mounts import fuse_passthrough, read_only, tmpfs
 
 
 @pytest.fixture(autouse=True)
@@ -126,14 +131,101 @@ async def test_user_flow_read_only(hass: HomeAssistant, tmp_path: Path) -> None:
     assert result["errors"] == {CONF_PATH: "not_writable"}
 
 
+def _fill(path: Path, size: int) -> None:
+    """Write more than ``size`` bytes into ``path``: its file system is full."""
+    with pytest.raises(OSError) as err:
+        (path / "filler").write_bytes(bytes(size + 65536))
+    assert err.value.errno == errno.ENOSPC
+
+
+def _killed(process: subprocess.Popen[bytes]) -> None:
+    process.kill()
+    process.wait()
+
+
+async def _configure(hass: HomeAssistant, flow_id: str, path: Path) -> dict[str, str]:
+    result = await hass.config_entries.flow.async_configure(
+        flow_id, {"name": "NAS", CONF_PATH: str(path), CONF_REQUIRE_MOUNT: True}
+    )
+    assert result["type"] is FlowResultType.FORM
+    return dict(result["errors"])
+
+
+async def test_user_flow_full_disk(hass: HomeAssistant, tmp_path: Path) -> None:
+    """A full share is refused as full, and accepted once there is room."""
+    async with in_executor(hass, tmpfs(tmp_path / "nas", size="256k")) as nas:
+        await run(hass, _fill, nas, 256 * 1024)
+        flow_id = await _start(hass)
+        assert await _configure(hass, flow_id, nas) == {CONF_PATH: "no_space"}
+        await run(hass, (nas / "filler").unlink)
+        result = await hass.config_entries.flow.async_configure(
+            flow_id, {"name": "NAS", CONF_PATH: str(nas), CONF_REQUIRE_MOUNT: True}
+        )
+        assert result["type"] is FlowResultType.CREATE_ENTRY
+        await hass.config_entries.async_unload(result["result"].entry_id)
+
+
+async def test_user_flow_share_gone(
+    hass: HomeAssistant, tmp_path: Path, location_dir: Path
+) -> None:
+    """A share whose FUSE daemon died (ENOTCONN) is reported as unreachable."""
+    async with in_executor(hass, fuse_passthrough(tmp_path / "nas")) as daemon:
+        await run(hass, _killed, daemon)
+        flow_id = await _start(hass)
+        errors = await _configure(hass, flow_id, tmp_path / "nas")
+    assert errors == {CONF_PATH: "unreachable"}
+    result = await hass.config_entries.flow.async_configure(
+        flow_id,
+        {"name": "NAS", CONF_PATH: str(location_dir), CONF_REQUIRE_MOUNT: False},
+    )
+    assert result["type"] is FlowResultType.CREATE_ENTRY
+
+
+def _checking() -> int:
+    """Return how many threads are inside ``validate_location`` now."""
+    return sum(
+        any(frame.name == "validate_location" for frame in traceback.extract_stack(f))
+        for f in sys._current_frames().values()
+    )
+
+
+async def test_user_flow_share_hangs(
+    hass: HomeAssistant,
+    tmp_path: Path,
+    location_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A share that does not answer: "not_responding", one thread, however often."""
+    monkeypatch.setattr(config_flow, "PROBE_TIMEOUT", 0.5)
+    hung = tmp_path / "nas"
+    async with in_executor(hass, fuse_passthrough(hung, delay=3600)) as daemon:
+        flow_id = await _start(hass)
+        for _ in range(3):
+            errors = await _configure(hass, flow_id, hung)
+            assert errors == {CONF_PATH: "not_responding"}
+        assert await run(hass, _checking) == 1
+        # The daemon dies: the waiting check fails, and its thread is free.
+        await run(hass, _killed, daemon)
+        assert await _configure(hass, flow_id, hung) == {CONF_PATH: "unreachable"}
+        assert await run(hass, _checking) == 0
+    result = await hass.config_entries.flow.async_configure(
+        flow_id,
+        {"name": "NAS", CONF_PATH: str(location_dir), CONF_REQUIRE_MOUNT: False},
+    )
+    assert result["type"] is FlowResultType.CREATE_ENTRY
+
+
 async def test_user_flow_unknown_error_recovers(
     hass: HomeAssistant, location_dir: Path
 ) -> None:
     """An unexpected error shows "unknown" and the user can try again."""
+
+    def boom(*args: object, **kwargs: object) -> str:
+        raise RuntimeError("boom")
+
     flow_id = await _start(hass)
     with patch(
-        "custom_components.backup_offload.config_flow.validate_location",
-        side_effect=RuntimeError("boom"),
+        "custom_components.backup_offload.config_flow.validate_location", new=boom
     ):
         result = await hass.config_entries.flow.async_configure(
             flow_id,

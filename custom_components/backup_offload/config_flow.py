@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from functools import partial
 from typing import Any
 
 from homeassistant.config_entries import (
@@ -21,6 +24,7 @@ from homeassistant.helpers.selector import (
     TextSelectorConfig,
     TextSelectorType,
 )
+from homeassistant.util.hass_dict import HassKey
 import voluptuous as vol
 
 from .const import (
@@ -39,9 +43,16 @@ from .const import (
     DEFAULT_REQUIRE_MOUNT,
     DOMAIN,
     LOGGER,
+    PROBE_TIMEOUT,
 )
 from .location import LocationConfigError, validate_location
 from .validation import is_valid_glob
+
+# Checks of a path still running in the executor, by (path, require mount):
+# a share that hangs holds one thread, however often the user submits it.
+_VALIDATING: HassKey[dict[tuple[str, bool], asyncio.Future[str]]] = HassKey(
+    f"{DOMAIN}_validating"
+)
 
 _COUNT = NumberSelector(
     NumberSelectorConfig(min=0, max=10000, step=1, mode=NumberSelectorMode.BOX)
@@ -66,6 +77,17 @@ def _location_schema(defaults: dict[str, Any], *, with_name: bool) -> vol.Schema
     return vol.Schema(fields)
 
 
+def _forget(
+    validating: dict[tuple[str, bool], asyncio.Future[str]],
+    key: tuple[str, bool],
+    job: asyncio.Future[str],
+) -> None:
+    """Drop a finished check; its error was shown, or nobody waits any more."""
+    validating.pop(key, None)
+    with contextlib.suppress(asyncio.CancelledError):
+        job.exception()  # retrieved: a late failure is not logged as lost
+
+
 class BackupOffloadConfigFlow(ConfigFlow, domain=DOMAIN):
     """Add a location."""
 
@@ -74,15 +96,30 @@ class BackupOffloadConfigFlow(ConfigFlow, domain=DOMAIN):
     async def _async_validate(
         self, user_input: dict[str, Any]
     ) -> tuple[str | None, dict[str, str]]:
-        """Check the location in one executor job; return its real path."""
-        try:
-            real_path = await self.hass.async_add_executor_job(
-                lambda: validate_location(
-                    user_input[CONF_PATH],
-                    require_mount=user_input[CONF_REQUIRE_MOUNT],
+        """Check the location in one executor job; return its real path.
+
+        A share that does not answer within ``PROBE_TIMEOUT`` is reported as
+        not responding; its check keeps its thread until the share answers
+        or fails, and a new submission of the same path waits for that
+        check instead of starting another.
+        """
+        key = (user_input[CONF_PATH], user_input[CONF_REQUIRE_MOUNT])
+        validating = self.hass.data.setdefault(_VALIDATING, {})
+        if (job := validating.get(key)) is None:
+            job = validating[key] = self.hass.async_add_executor_job(
+                partial(
+                    validate_location,
+                    key[0],
+                    require_mount=key[1],
                     config_dir=self.hass.config.config_dir,
                 )
             )
+            job.add_done_callback(partial(_forget, validating, key))
+        try:
+            async with asyncio.timeout(PROBE_TIMEOUT):
+                real_path = await asyncio.shield(job)
+        except TimeoutError:
+            return None, {CONF_PATH: "not_responding"}
         except LocationConfigError as err:
             return None, {CONF_PATH: err.reason}
         except Exception:  # noqa: BLE001 - the flow shows "unknown", the log has it

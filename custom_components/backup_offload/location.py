@@ -46,7 +46,8 @@ SIDECAR_SUFFIX = ".sha256"
 # Where the kernel lists the mount points of this process's mount namespace.
 MOUNTINFO = "/proc/self/mountinfo"
 
-# Reasons ``validate_location`` reports; they are the config flow's error keys.
+# The config flow's error keys for a path: the reasons ``validate_location``
+# reports, and ``not_responding`` when it does not return in time.
 CONFIG_REASONS = (
     "not_absolute",
     "not_found",
@@ -54,6 +55,9 @@ CONFIG_REASONS = (
     "not_writable",
     "not_a_mount",
     "inside_config",
+    "unreachable",
+    "not_responding",
+    "no_space",
     "unknown",
 )
 
@@ -315,7 +319,10 @@ def validate_location(path: str, *, require_mount: bool, config_dir: str) -> str
     except NotADirectoryError as err:
         raise LocationConfigError(f"{path}: not found", "not_found") from err
     except OSError as err:
-        raise LocationConfigError(_describe(path, err), "unknown") from err
+        # No permission on the way there; otherwise (ENOTCONN, EIO, ESTALE,
+        # ...) a share whose connection is gone.
+        reason = "not_writable" if err.errno in _NOT_WRITABLE_ERRNOS else "unreachable"
+        raise LocationConfigError(_describe(path, err), reason) from err
     if not stat.S_ISDIR(path_stat.st_mode):
         raise LocationConfigError(f"{path}: not a directory", "not_a_directory")
 
@@ -337,12 +344,12 @@ def validate_location(path: str, *, require_mount: bool, config_dir: str) -> str
             config_dir=config_real,
         )
     except LocationUnavailableError as err:
-        reason = err.location_reason
-        if reason not in CONFIG_REASONS:
-            reason = "unknown"
-        raise LocationConfigError(str(err), reason) from err
+        # probe's reasons are all config flow error keys too.
+        raise LocationConfigError(str(err), err.location_reason) from err
+    except InsufficientSpaceError as err:
+        # Full during the write test: usable later, but not now.
+        raise LocationConfigError(str(err), "no_space") from err
     except BackupOffloadError as err:
-        # A full disk during the write test: usable later, but not now.
         raise LocationConfigError(str(err), "unknown") from err
     return real
 

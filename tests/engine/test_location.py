@@ -562,27 +562,42 @@ def test_validate_unreachable_share(
     with pytest.raises(LocationConfigError) as excinfo:
         validate_location(str(share), require_mount=True, config_dir=str(config_dir))
     monkeypatch.undo()
-    # The config flow has no key of its own for it; the message names it.
-    assert excinfo.value.reason == "unknown"
+    assert excinfo.value.reason == "unreachable"
     assert "ENOTCONN" in str(excinfo.value)
 
 
+@pytest.mark.parametrize(
+    ("code", "reason"),
+    [(errno.EACCES, "not_writable"), (errno.ENOTCONN, "unreachable")],
+)
 def test_validate_stat_fails(
-    monkeypatch: pytest.MonkeyPatch, share: Path, config_dir: Path
+    monkeypatch: pytest.MonkeyPatch,
+    share: Path,
+    config_dir: Path,
+    code: int,
+    reason: str,
 ) -> None:
     real_stat = os.stat
 
-    def denied_stat(path: Any, *args: Any, **kwargs: Any) -> os.stat_result:
+    def failing_stat(path: Any, *args: Any, **kwargs: Any) -> os.stat_result:
         if os.fspath(path) == str(share):
-            raise PermissionError(errno.EACCES, "Permission denied")
+            raise OSError(code, os.strerror(code))
         return real_stat(path, *args, **kwargs)
 
-    monkeypatch.setattr(os, "stat", denied_stat)
+    monkeypatch.setattr(os, "stat", failing_stat)
     with pytest.raises(LocationConfigError) as excinfo:
         validate_location(str(share), require_mount=True, config_dir=str(config_dir))
     monkeypatch.undo()
+    assert excinfo.value.reason == reason
+    assert errno.errorcode[code] in str(excinfo.value)
+
+
+def test_validate_config_dir_unreadable(share: Path, tmp_path: Path) -> None:
+    """Not the location's fault: no reason of its own fits."""
+    missing = tmp_path / "missing-config"
+    with pytest.raises(LocationConfigError) as excinfo:
+        validate_location(str(share), require_mount=True, config_dir=str(missing))
     assert excinfo.value.reason == "unknown"
-    assert "EACCES" in str(excinfo.value)
 
 
 def test_validate_full_share(tmp_path: Path, config_dir: Path) -> None:
@@ -590,7 +605,7 @@ def test_validate_full_share(tmp_path: Path, config_dir: Path) -> None:
         fill(tiny)
         reason = config_reason(str(tiny), config_dir, require_mount=True)
         assert names(tiny) == ["filler"]
-    assert reason == "unknown"
+    assert reason == "no_space"
 
 
 # --- delete_backup -------------------------------------------------------
