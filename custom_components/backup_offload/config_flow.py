@@ -115,11 +115,12 @@ class BackupOffloadConfigFlow(ConfigFlow, domain=DOMAIN):
                 )
             )
             job.add_done_callback(partial(_forget, validating, key))
-        try:
-            async with asyncio.timeout(PROBE_TIMEOUT):
-                real_path = await asyncio.shield(job)
-        except TimeoutError:
+        # Wait without cancelling: the thread cannot be stopped anyway.
+        done, _ = await asyncio.wait((job,), timeout=PROBE_TIMEOUT)
+        if not done:
             return None, {CONF_PATH: "not_responding"}
+        try:
+            real_path = job.result()
         except LocationConfigError as err:
             return None, {CONF_PATH: err.reason}
         except Exception:  # noqa: BLE001 - the flow shows "unknown", the log has it
