@@ -155,9 +155,12 @@ async def test_upload_download_delete(
     """A round trip; progress is reported per written batch of small chunks."""
     data = await run(hass, make_backup, "c0ffee01", "Uploaded", 3 * MiB)
     progress: list[int] = []
+    shown: list[tuple[str, int]] = []
 
     def on_progress(*, bytes_uploaded: int, **kwargs: Any) -> None:
         progress.append(bytes_uploaded)
+        state = hass.states.get("sensor.nas_state")
+        shown.append((state.state, state.attributes["progress"]))
 
     await agent.async_upload_backup(
         open_stream=stream_of(data),
@@ -166,6 +169,15 @@ async def test_upload_download_delete(
     )
     # 64 KiB chunks are written in batches of 1 MiB, then the rest.
     assert progress == [MiB, 2 * MiB, 3 * MiB, len(data)]
+    # The state sensor follows, in percent of the backup's size.
+    assert shown == [
+        ("creating", MiB * 100 // len(data)),
+        ("creating", 2 * MiB * 100 // len(data)),
+        ("creating", 3 * MiB * 100 // len(data)),
+        ("creating", 100),
+    ]
+    state = hass.states.get("sensor.nas_state")
+    assert (state.state, state.attributes["progress"]) == ("idle", None)
     names = await files(hass, location_dir)
     assert names == [
         "Uploaded_2026-01-02_03.04_c0ffee01.tar",

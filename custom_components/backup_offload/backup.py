@@ -284,9 +284,10 @@ class BackupOffloadAgent(BackupAgent):
         """Receive a backup into the location: temp file, fsync, rename, sidecar.
 
         The archive is Home Assistant's own (backup.json included) and is
-        stored as it is. ``on_progress`` (Home Assistant 2026) gets the bytes
-        written so far. Errors of the stream itself (Home Assistant's) pass
-        through unchanged; nothing of a failed upload stays in the location.
+        stored as it is. The state sensor's ``progress`` follows the bytes
+        written, and ``on_progress`` (Home Assistant 2026) gets them. Errors
+        of the stream itself (Home Assistant's) pass through unchanged;
+        nothing of a failed upload stays in the location.
         """
         data = self._data()
         try:
@@ -324,6 +325,8 @@ class BackupOffloadAgent(BackupAgent):
                 data, runner.run(agent_files.write_chunk, upload, b"".join(batch))
             )
             batch.clear()
+            if backup.size > 0:
+                data.manager.set_progress(written / backup.size)
             if on_progress is not None:
                 on_progress(bytes_uploaded=written)
 

@@ -174,7 +174,8 @@ class LocationManager:
         return lambda: self._progress_listeners.remove(listener)
 
     @callback
-    def _set_progress(self, fraction: float) -> None:
+    def set_progress(self, fraction: float) -> None:
+        """Report how far the running backup (or upload) is, 0.0 to 1.0."""
         percent = max(0, min(100, int(fraction * 100)))
         if percent != self.progress and self.state is OperationState.CREATING:
             self.progress = percent
@@ -332,7 +333,7 @@ class LocationManager:
         loop = self.hass.loop
 
         def report_progress(fraction: float) -> None:
-            loop.call_soon_threadsafe(self._set_progress, fraction)
+            loop.call_soon_threadsafe(self.set_progress, fraction)
 
         return await self.runner.run_checked(
             partial(
