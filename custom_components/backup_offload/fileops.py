@@ -7,7 +7,13 @@ import errno
 import os
 from pathlib import Path
 
-from .errors import BackupOffloadError, InsufficientSpaceError, WriteFailedError
+from .errors import (
+    BackupNotFoundError,
+    BackupOffloadError,
+    InsufficientSpaceError,
+    LocationUnavailableError,
+    WriteFailedError,
+)
 
 # fsync on a directory is refused by some file systems (CIFS, some FUSE):
 # the rename is then as durable as that file system makes it.
@@ -25,6 +31,17 @@ def write_error(err: OSError, what: str) -> BackupOffloadError:
             f"Not enough space for {what}: {detail}", errno=code
         )
     return WriteFailedError(f"Writing {what} failed: {detail}", errno=code)
+
+
+def read_error(path: Path, err: OSError) -> BackupOffloadError:
+    """Return the typed error for an OSError while reading a location's file."""
+    if isinstance(err, FileNotFoundError):
+        return BackupNotFoundError(f"{path.name} does not exist", file=path.name)
+    return LocationUnavailableError(
+        f"Reading {path.name} failed: {err}",
+        location_reason="unreachable",
+        file=path.name,
+    )
 
 
 def fsync_dir(directory: Path | int) -> None:

@@ -18,11 +18,10 @@ import tarfile
 from typing import IO, Any, Final, cast
 
 from .errors import (
-    BackupNotFoundError,
     CorruptBackupError,
     InvalidBackupError,
-    LocationUnavailableError,
 )
+from .fileops import read_error
 
 BACKUP_JSON: Final = "backup.json"
 BACKUP_JSON_MEMBER: Final = "./backup.json"  # the name Home Assistant writes
@@ -201,16 +200,8 @@ def read_backup_info(path: Path) -> BackupInfo:
         with path.open("rb") as raw:
             size = os.fstat(raw.fileno()).st_size
             return _read_info(raw, path.name, size)
-    except FileNotFoundError as err:
-        raise BackupNotFoundError(
-            f"{path.name} does not exist", file=path.name
-        ) from err
     except OSError as err:
-        raise LocationUnavailableError(
-            f"Reading {path.name} failed: {err}",
-            location_reason="unreachable",
-            file=path.name,
-        ) from err
+        raise read_error(path, err) from err
 
 
 def _open_tar(raw: Any, file: str) -> tarfile.TarFile:

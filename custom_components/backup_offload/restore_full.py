@@ -24,12 +24,11 @@ from typing import Any
 from .archive import TEMP_PREFIX, BackupInfo, VerifyResult
 from .archive_read import CHUNK, read_sidecar, verify_backup
 from .errors import (
-    BackupNotFoundError,
     BackupOffloadError,
     CorruptBackupError,
     LocationUnavailableError,
 )
-from .fileops import SPACE_ERRNOS, fsync_dir, remove_quietly
+from .fileops import SPACE_ERRNOS, fsync_dir, read_error, remove_quietly
 from .location import SPACE_MARGIN_BYTES
 from .metadata import SIDECAR_SUFFIX
 from .restore import (
@@ -109,14 +108,8 @@ def _copy(source: Path, target: Path) -> str:
     sha = hashlib.sha256()
     try:
         src = source.open("rb", buffering=0)
-    except FileNotFoundError as err:
-        raise BackupNotFoundError(
-            f"{source.name} does not exist", file=source.name
-        ) from err
     except OSError as err:
-        raise LocationUnavailableError(
-            f"Reading {source.name} failed: {err}", location_reason="unreachable"
-        ) from err
+        raise read_error(source, err) from err
     with src:
         try:
             fd = os.open(
@@ -129,10 +122,7 @@ def _copy(source: Path, target: Path) -> str:
                 try:
                     chunk = src.read(CHUNK)
                 except OSError as err:
-                    raise LocationUnavailableError(
-                        f"Reading {source.name} failed: {err}",
-                        location_reason="unreachable",
-                    ) from err
+                    raise read_error(source, err) from err
                 if not chunk:
                     break
                 sha.update(chunk)
