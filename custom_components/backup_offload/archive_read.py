@@ -23,13 +23,12 @@ from typing import IO, Final
 
 from .compression import GzipReader, Readable
 from .errors import (
-    BackupNotFoundError,
     CorruptBackupError,
     InvalidBackupError,
-    LocationUnavailableError,
     WrongPasswordError,
 )
 from .excludes import ARCHIVE_ROOT
+from .fileops import read_error
 from .gil import responsive_call
 from .metadata import (
     BACKUP_JSON,
@@ -315,28 +314,16 @@ def read_archive(
                 raise
             if expected is not None and source.hexdigest() != expected:
                 raise _mismatch(path)
-    except FileNotFoundError as err:
-        raise BackupNotFoundError(
-            f"{path.name} does not exist", file=path.name
-        ) from err
     except _StorageError as err:
-        raise _unreachable(path, err.os_error) from err
+        raise read_error(path, err.os_error) from err
     except OSError as err:
-        raise _unreachable(path, err) from err
+        raise read_error(path, err) from err
     return info, None if expected is None else True
 
 
 def _mismatch(path: Path) -> CorruptBackupError:
     return CorruptBackupError(
         f"{path.name} does not match its checksum file: it is damaged",
-        file=path.name,
-    )
-
-
-def _unreachable(path: Path, err: OSError) -> LocationUnavailableError:
-    return LocationUnavailableError(
-        f"Reading {path.name} failed: {err}",
-        location_reason="unreachable",
         file=path.name,
     )
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 import contextlib
 from dataclasses import dataclass
-import errno
 import os
 from pathlib import Path
 import secrets
@@ -29,12 +28,10 @@ from .archive_read import (
     read_member_data,
 )
 from .errors import (
-    BackupOffloadError,
-    InsufficientSpaceError,
     UnsafeArchiveError,
-    WriteFailedError,
 )
 from .excludes import ARCHIVE_ROOT
+from .fileops import write_all, write_error
 from .gil import responsive_call
 from .safety import SafetyCheck, is_unsafe_name
 from .securetar_compat import forget_members
@@ -200,7 +197,9 @@ class _OnePass:
             if isinstance(err, tarfile.FilterError):
                 raise UnsafeArchiveError(f"Refused while extracting: {err}") from err
             if isinstance(err, _TargetError):
-                raise _extract_failure(self.target, err.os_error) from err
+                raise write_error(
+                    err.os_error, f"the extracted files in {self.target}"
+                ) from err
             raise
         if not self.chosen and self.created_target:
             self._undo(remove_target=True)
@@ -400,7 +399,7 @@ class _PlainWriter:
             exact = False
         try:
             for piece in member_chunks(tar, member):
-                _write_all(fd, piece)
+                write_all(fd, piece)
             if not exact:
                 os.fchmod(fd, mode)
             os.utime(fd, (member.mtime, member.mtime))
@@ -432,12 +431,6 @@ def _data_mode(mode: int) -> int:
     if not mode & 0o100:
         mode &= ~0o111  # executable only if the owner may execute it
     return mode | 0o600
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
 
 
 def _copy_attributes(source: Path, dest: Path) -> None:
@@ -489,18 +482,7 @@ def _extract(
         if isinstance(err, tarfile.FilterError):
             raise UnsafeArchiveError(f"Refused while extracting: {err}") from err
         if isinstance(err, _TargetError):
-            raise _extract_failure(target, err.os_error) from err
+            raise write_error(err.os_error, f"the extracted files in {target}") from err
         if isinstance(err, OSError):
-            raise _extract_failure(target, err) from err
+            raise write_error(err, f"the extracted files in {target}") from err
         raise
-
-
-def _extract_failure(target: Path, err: OSError) -> BackupOffloadError:
-    code = errno.errorcode.get(err.errno or 0, "unknown error")
-    if err.errno in (errno.ENOSPC, errno.EDQUOT):
-        return InsufficientSpaceError(
-            f"Not enough space in {target}: {code} ({err.strerror})", errno=code
-        )
-    return WriteFailedError(
-        f"Extracting into {target} failed: {code} ({err.strerror or err})", errno=code
-    )

@@ -33,6 +33,13 @@ def write_error(err: OSError, what: str) -> BackupOffloadError:
     return WriteFailedError(f"Writing {what} failed: {detail}", errno=code)
 
 
+def write_all(fd: int, data: bytes) -> None:
+    """Write all of ``data`` to the descriptor ``fd`` (os.write may write less)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
 def read_error(path: Path, err: OSError) -> BackupOffloadError:
     """Return the typed error for an OSError while reading a location's file."""
     if isinstance(err, FileNotFoundError):

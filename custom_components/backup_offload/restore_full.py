@@ -28,7 +28,7 @@ from .errors import (
     CorruptBackupError,
     LocationUnavailableError,
 )
-from .fileops import SPACE_ERRNOS, fsync_dir, read_error, remove_quietly
+from .fileops import SPACE_ERRNOS, fsync_dir, read_error, remove_quietly, write_all
 from .location import SPACE_MARGIN_BYTES
 from .metadata import SIDECAR_SUFFIX
 from .restore import (
@@ -246,9 +246,7 @@ def _write_new(path: Path, data: bytes) -> None:
     """Write ``data`` to the new file ``path`` (mode 0600) and fsync it."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
     try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
+        write_all(fd, data)
         os.fsync(fd)
     finally:
         os.close(fd)

@@ -262,7 +262,7 @@ def test_write_error_in_target(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     def failing(*args: object, **kwargs: object) -> None:
         raise OSError(5, "Input/output error")
 
-    monkeypatch.setattr(extract, "_write_all", failing)
+    monkeypatch.setattr(extract, "write_all", failing)
     with pytest.raises(WriteFailedError, match="EIO"):
         extract_backup(path, target, None)
     assert list(target.iterdir()) == []

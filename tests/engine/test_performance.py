@@ -607,7 +607,7 @@ def test_selective_extraction_failures(
     def failing(*args: object, **kwargs: object) -> None:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(extract, "_write_all", failing)
+    monkeypatch.setattr(extract, "write_all", failing)
     with pytest.raises(InsufficientSpaceError):
         extract_backup(path, tmp_path / "t2", None, select=lambda rel: True)
 
@@ -634,7 +634,7 @@ def test_one_pass_failure_in_empty_target(
     """An existing empty target is cleaned of files and directories alike."""
     path = build_archive(tmp_path / "a.tar", SAFE)
     calls = []
-    real = extract._write_all
+    real = extract.write_all
 
     def second_fails(fd: int, data: bytes) -> None:
         calls.append(data)
@@ -642,7 +642,7 @@ def test_one_pass_failure_in_empty_target(
             raise OSError(5, "Input/output error")
         real(fd, data)
 
-    monkeypatch.setattr(extract, "_write_all", second_fails)
+    monkeypatch.setattr(extract, "write_all", second_fails)
     target = tmp_path / "target"
     target.mkdir()
     with pytest.raises(WriteFailedError, match="EIO"):
