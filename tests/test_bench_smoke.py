@@ -71,4 +71,5 @@ def test_bench_smoke(tmp_path: Path) -> None:
     assert len(report["scale"]["sizes"]) == 3
     text = run.table(report)
     assert "### Throughput" in text
-    assert "extract plain: the worker process adds" in text
+    assert "extract plain: " in text
+    assert "s in the worker process, " in text
