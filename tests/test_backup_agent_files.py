@@ -16,6 +16,7 @@ from custom_components.backup_offload.archive import BackupScanner
 from custom_components.backup_offload.errors import (
     BackupNotFoundError,
     BackupOffloadError,
+    CorruptBackupError,
     InsufficientSpaceError,
     InvalidBackupError,
     LocationUnavailableError,
@@ -26,6 +27,7 @@ from custom_components.backup_offload.jobs import Location
 from .test_backup_agent_methods import make_backup
 
 FINAL = "Uploaded_2026-01-02_03.04_c0ffee01.tar"
+CHUNK = agent_files.CHUNK
 
 
 @pytest.fixture
@@ -43,6 +45,12 @@ def _receive(location: Location, data: bytes, backup_id: str = "c0ffee01") -> An
     upload = agent_files.start_upload(location, backup_id, len(data))
     agent_files.write_chunk(upload, data)
     return upload
+
+
+def _open(
+    location: Location, backup_id: str, passwords: tuple[str, ...] = ()
+) -> agent_files.Download:
+    return agent_files.open_backup(location, backup_id, passwords, checked=lambda: None)
 
 
 def _names(path: Path) -> list[str]:
@@ -79,7 +87,7 @@ def test_download(location: Location) -> None:
     agent_files.finish_upload(
         location, _receive(location, data), "c0ffee01", checked=lambda: None
     )
-    download = agent_files.open_backup(location, "c0ffee01")
+    download = _open(location, "c0ffee01")
     chunks = []
     while chunk := agent_files.read_chunk(download):
         chunks.append(chunk)
@@ -88,7 +96,7 @@ def test_download(location: Location) -> None:
     assert len(chunks[0]) == agent_files.CHUNK
     assert b"".join(chunks) == data
     with pytest.raises(BackupNotFoundError):
-        agent_files.open_backup(location, "deadbeef")
+        _open(location, "deadbeef")
 
 
 def test_start_refuses(location: Location, location_dir: Path) -> None:
@@ -238,32 +246,40 @@ def test_directory_fsync(
 
 
 def test_open_and_read_errors(
-    location: Location, monkeypatch: pytest.MonkeyPatch
+    location: Location, location_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Opening or reading a listed archive can still fail: typed errors."""
     agent_files.finish_upload(
         location, _receive(location, make_backup()), "c0ffee01", checked=lambda: None
     )
+    path = location_dir / FINAL
 
-    def refuse(path: str, flags: int) -> int:
+    def refuse(name: Path, **kwargs: Any) -> Any:
         raise OSError(errno.EACCES, "Permission denied")
 
     with monkeypatch.context() as patch:
-        patch.setattr(agent_files, "_no_follow", refuse)
-        with pytest.raises(BackupOffloadError, match=r"Opening .* failed"):
-            agent_files.open_backup(location, "c0ffee01")
+        patch.setattr(agent_files, "open_regular", refuse)
+        with pytest.raises(LocationUnavailableError, match="Permission denied"):
+            _open(location, "c0ffee01")
 
-    def fifo(path: str, flags: int) -> int:
-        read_end, write_end = os.pipe()
-        os.close(write_end)
-        return read_end
+    real_run = agent_files.worker.run
+
+    def check_then_swap(func: Any, *args: Any, **kwargs: Any) -> Any:
+        # Someone replaces the archive by a FIFO between the check and the
+        # open: opening it must neither block nor follow it.
+        result = real_run(func, *args, **kwargs)
+        path.rename(path.with_name("moved.bin"))
+        os.mkfifo(path)
+        return result
 
     with monkeypatch.context() as patch:
-        patch.setattr(agent_files, "_no_follow", fifo)
-        with pytest.raises(BackupOffloadError, match="not a regular file"):
-            agent_files.open_backup(location, "c0ffee01")
+        patch.setattr(agent_files.worker, "run", check_then_swap)
+        with pytest.raises(InvalidBackupError, match="is a FIFO"):
+            _open(location, "c0ffee01")
+    path.unlink()
+    path.with_name("moved.bin").rename(path)
 
-    download = agent_files.open_backup(location, "c0ffee01")
+    download = _open(location, "c0ffee01")
 
     class Broken:
         def read(self, size: int) -> bytes:
@@ -271,6 +287,26 @@ def test_open_and_read_errors(
 
     real = download.file
     download.file = Broken()  # type: ignore[assignment]
-    with pytest.raises(BackupOffloadError, match="Input/output error"):
+    with pytest.raises(LocationUnavailableError, match="Input/output error"):
         agent_files.read_chunk(download)
     real.close()
+
+
+def test_download_changed_after_the_check(
+    location: Location, location_dir: Path
+) -> None:
+    """Bytes that differ from what was checked: the end is never sent."""
+    data = make_backup(payload=3 * agent_files.CHUNK)
+    agent_files.finish_upload(
+        location, _receive(location, data), "c0ffee01", checked=lambda: None
+    )
+    download = _open(location, "c0ffee01")
+    # Rewritten in place (same file, same size) after the check.
+    with (location_dir / FINAL).open("r+b") as file:
+        file.seek(len(data) // 2)
+        file.write(b"X" * 1000)
+    sent = [agent_files.read_chunk(download) for _ in range(len(data) // CHUNK)]
+    with pytest.raises(CorruptBackupError, match="changed since it was checked"):
+        agent_files.read_chunk(download)
+    agent_files.close_download(download)
+    assert len(data) > len(b"".join(sent)) >= len(data) - CHUNK

@@ -604,11 +604,36 @@ def test_to_agent_backup() -> None:
     assert foreign.extra_metadata == {}
 
 
-async def test_duplicate_ids_listed_once(
+async def test_duplicate_ids_are_no_backup(
     hass: HomeAssistant, agent: BackupOffloadAgent, location_dir: Path
 ) -> None:
-    """Two archives with one id (copied by hand): the newest is the backup."""
+    """Two archives with one id (a copy, or one planted): neither is offered.
+
+    Which one would Home Assistant download and restore for that id? Neither:
+    both are listed as invalid, with the reason, until one is removed.
+    """
     data = await run(hass, make_backup)
     await agent.async_upload_backup(open_stream=stream_of(data), backup=agent_backup())
     await run(hass, (location_dir / "copy.tar").write_bytes, data)
+    assert await agent.async_list_backups() == []
+    with pytest.raises(BackupNotFound):
+        await agent.async_get_backup("c0ffee01")
+    with pytest.raises(BackupNotFound):
+        await agent.async_download_backup("c0ffee01")
+    listing = await hass.services.async_call(
+        "backup_offload",
+        "list",
+        {"config_entry_id": agent.unique_id},
+        blocking=True,
+        return_response=True,
+    )
+    assert listing is not None
+    invalid = listing["invalid"]
+    assert isinstance(invalid, dict)
+    archives = [
+        name for name in await files(hass, location_dir) if name.endswith(".tar")
+    ]
+    assert sorted(invalid) == archives
+    assert all("also in" in str(reason) for reason in invalid.values())
+    await run(hass, (location_dir / "copy.tar").unlink)
     assert [b.backup_id for b in await agent.async_list_backups()] == ["c0ffee01"]

@@ -13,27 +13,30 @@ Nothing here imports Home Assistant.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 import contextlib
 from dataclasses import dataclass, field, replace
 import hashlib
 import os
 from pathlib import Path
 import secrets
-import stat
 from typing import TYPE_CHECKING, BinaryIO, Final
 
+from . import worker
 from .archive import TEMP_PREFIX, BackupInfo, find_backup, read_backup_info
+from .archive_read import each_member, read_archive, verify_backup
 from .errors import (
     BackupNotFoundError,
     BackupOffloadError,
     CorruptBackupError,
     InvalidBackupError,
     WriteFailedError,
+    WrongPasswordError,
 )
-from .fileops import fsync_dir, write_error
+from .fileops import fsync_dir, open_regular, read_error, write_error
 from .jobs import Location, Snapshot, probe_location
-from .metadata import SIDECAR_SUFFIX, file_name, parse_date
+from .metadata import SIDECAR_SUFFIX, file_name, id_part, parse_date
+from .validation import is_valid_backup_id
 
 if TYPE_CHECKING:
     from _hashlib import HASH
@@ -68,24 +71,35 @@ class Upload:
 
 @dataclass(slots=True)
 class Download:
-    """An open backup archive being sent (buffered, for the same reason)."""
+    """An open backup archive being sent (buffered, for the same reason).
+
+    The archive was checked completely before (``open_backup``); the bytes
+    sent are hashed on the way, and the last piece is held back until the
+    end shows that they are the bytes that were checked.
+    """
 
     info: BackupInfo
     file: BinaryIO
     """Stays open across jobs, until ``close_download``."""
-
-
-def _safe_id(backup_id: str) -> str:
-    """Return the id as far as it can appear in a file name."""
-    return "".join(c if c.isalnum() or c in "-_" else "_" for c in backup_id)[:64]
+    checked: str
+    """SHA-256 of the archive as it was checked."""
+    sha256: HASH = field(default_factory=hashlib.sha256)
+    held: bytes = b""
+    """The piece read last, sent with the next read (or once it is the last)."""
 
 
 def start_upload(location: Location, backup_id: str, size: int) -> Upload:
     """Probe for writing (with ``size`` as the space estimate), then open a temp file.
 
-    A backup with the same id already in the location is refused before a
-    byte is written: two archives with one id would make the id ambiguous.
+    An id that is not a plain id is refused before anything is touched
+    (Home Assistant's restore would name a file after it), and so is an id
+    already in the location: two archives with one id make it ambiguous.
     """
+    if not is_valid_backup_id(backup_id):
+        raise InvalidBackupError(
+            f"{backup_id!r} is not a plain backup id (letters, digits, - and _)",
+            backup_id=backup_id,
+        )
     probe_location(location, for_write=True, needed_bytes=max(size, 0))
     for backup in location.scanner.scan(location.path).backups:
         if backup.backup_id == backup_id:
@@ -95,7 +109,7 @@ def start_upload(location: Location, backup_id: str, size: int) -> Upload:
             )
     temp = (
         location.path
-        / f"{UPLOAD_PREFIX}{_safe_id(backup_id)}-{secrets.token_hex(4)}.tar.tmp"
+        / f"{UPLOAD_PREFIX}{id_part(backup_id)}-{secrets.token_hex(4)}.tar.tmp"
     )
     try:
         # Exclusive create, mode 0600: never reuse or expose an existing file.
@@ -119,11 +133,6 @@ def write_chunk(upload: Upload, data: bytes) -> int:
 def _private(path: str, flags: int) -> int:
     """Open new files readable by their owner only, like the engine's archives."""
     return os.open(path, flags | os.O_CLOEXEC, 0o600)
-
-
-def _no_follow(path: str, flags: int) -> int:
-    """Open without following a symlink or blocking on a FIFO swapped in."""
-    return os.open(path, flags | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
 
 
 def _read_uploaded(upload: Upload, backup_id: str) -> BackupInfo:
@@ -218,32 +227,84 @@ def abort_upload(upload: Upload) -> None:
             path.unlink(missing_ok=True)
 
 
-def open_backup(location: Location, backup_id: str) -> Download:
-    """Probe, find the backup by id and open its archive for reading.
+def check_download(path: Path, passwords: Sequence[str]) -> str:
+    """Check a backup completely, as ``verify`` does; return its SHA-256.
 
-    Raises BackupNotFoundError, or LocationUnavailableError.
+    Home Assistant's restore from its backup page extracts what it downloads
+    with ``filter="fully_trusted"``: a backup is handed over only after its
+    whole structure was checked. The inner archive can only be checked with
+    its password: each password known here is tried; an archive none of
+    them opens is checked as far as it can be (the outer tar), and Home
+    Assistant's restore needs its password, which someone who planted it
+    would have to give.
+    """
+    for password in passwords:
+        try:
+            return verify_backup(path, password).sha256
+        except WrongPasswordError:
+            continue
+    try:
+        return verify_backup(path, None).sha256
+    except WrongPasswordError:
+        pass
+    layout = read_archive(
+        path,
+        None,
+        each_member(lambda name, tar, member: None),
+        wanted=lambda name: False,
+        digest=True,
+    )
+    return layout.sha256 or ""
+
+
+def open_backup(
+    location: Location,
+    backup_id: str,
+    passwords: Sequence[str],
+    *,
+    checked: Callable[[], None],
+) -> Download:
+    """Probe, find the backup by id, check it completely and open it.
+
+    The check runs in a worker process (``check_download``). Raises
+    BackupNotFoundError, LocationUnavailableError, and what verify raises
+    for a backup that is damaged or unsafe.
     """
     probe_location(location)
+    checked()
     info = find_backup(location.path, backup_id, location.scanner)
     path = location.path / info.file
+    digest = worker.run(check_download, path, list(passwords))
     try:
-        # O_NOFOLLOW: the listing saw a regular file; a symlink swapped in
-        # since then is not followed out of the location.
-        file = open(path, "rb", buffering=CHUNK, opener=_no_follow)  # noqa: SIM115
+        file = open_regular(path, buffering=CHUNK)
     except OSError as err:
-        raise BackupOffloadError(f"Opening {info.file} failed: {err}") from err
-    if not stat.S_ISREG(os.fstat(file.fileno()).st_mode):
-        file.close()
-        raise BackupOffloadError(f"{info.file} is not a regular file")
-    return Download(info=info, file=file)
+        raise read_error(path, err) from err
+    return Download(info=info, file=file, checked=digest)
 
 
 def read_chunk(download: Download) -> bytes:
-    """Return the next chunk of the archive; empty at the end."""
-    try:
-        return download.file.read(CHUNK)
-    except OSError as err:
-        raise BackupOffloadError(f"Reading {download.info.file} failed: {err}") from err
+    """Return the next chunk of the archive; empty at the end.
+
+    The last chunk comes only once the whole file hashed to what was
+    checked; a file that changed since is refused before its end is sent.
+    """
+    while True:
+        try:
+            data = download.file.read(CHUNK)
+        except OSError as err:
+            raise read_error(Path(download.info.file), err) from err
+        if not data:
+            if download.held and download.sha256.hexdigest() != download.checked:
+                raise CorruptBackupError(
+                    f"{download.info.file} changed since it was checked: not sent",
+                    file=download.info.file,
+                )
+            piece, download.held = download.held, b""
+            return piece
+        download.sha256.update(data)
+        piece, download.held = download.held, data
+        if piece:
+            return piece
 
 
 def close_download(download: Download) -> None:

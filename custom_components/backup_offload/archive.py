@@ -49,6 +49,7 @@ from .metadata import (
     backup_json,
     clean_name,
     file_name,
+    id_part,
     parse_backup_json,
     read_backup_info,
 )
@@ -375,8 +376,8 @@ class _Temp:
             location=location,
             dir_fd=dir_fd,
             identity=(info.st_dev, info.st_ino),
-            archive=f"{TEMP_PREFIX}{backup_id}.tar.tmp",
-            sidecar=f"{TEMP_PREFIX}{backup_id}.sha256.tmp",
+            archive=f"{TEMP_PREFIX}{id_part(backup_id)}.tar.tmp",
+            sidecar=f"{TEMP_PREFIX}{id_part(backup_id)}.sha256.tmp",
         )
 
     def open_new(self, name: str) -> int:
@@ -585,7 +586,10 @@ def create_backup(
     tracker = _Progress(progress, the_plan.total_bytes)
 
     def scratch(rel: str) -> Path:
-        return config_dir / f"{TEMP_PREFIX}{backup_id}-{rel.replace('/', '_')}.tmp"
+        return (
+            config_dir
+            / f"{TEMP_PREFIX}{id_part(backup_id)}-{rel.replace('/', '_')}.tmp"
+        )
 
     try:
         temp = _Temp.open(location, backup_id)

@@ -28,18 +28,18 @@ from .errors import (
     WrongPasswordError,
 )
 from .excludes import ARCHIVE_ROOT
-from .fileops import read_error
+from .fileops import open_regular, read_error
 from .gil import responsive_call
 from .metadata import (
     BACKUP_JSON,
     INNER_NAME,
     SIDECAR_SUFFIX,
     BackupInfo,
+    check_inner_names,
     is_inner_archive,
-    member_name,
     parse_backup_json,
 )
-from .safety import SafetyCheck
+from .safety import OuterLayout, SafetyCheck
 from .securetar_compat import (
     DATA_ERRORS,
     GZIP_MAGIC,
@@ -71,6 +71,22 @@ class VerifyResult:
     """File data read from them (uncompressed, decrypted)."""
     checksum: bool | None
     """True when the sidecar matched, None when there is none."""
+    sha256: str = ""
+    """SHA-256 of the whole file as it was read."""
+    configuration: bool = True
+    """Home Assistant's archive holds ``configuration.yaml`` or ``.storage``:
+    something Home Assistant can start from."""
+
+
+@dataclass(frozen=True, slots=True)
+class ReadResult:
+    """What one read of a whole archive found."""
+
+    info: BackupInfo
+    checksum: bool | None
+    """True when the sidecar matched, None when there is none."""
+    sha256: str | None
+    """SHA-256 of the whole file, when it was asked for or a sidecar is there."""
 
 
 class _StorageError(Exception):
@@ -164,10 +180,12 @@ def read_sidecar(path: Path) -> str | None:
     """
     sidecar = path.with_name(path.name + SIDECAR_SUFFIX)
     try:
-        with sidecar.open("rb") as file:
+        with open_regular(sidecar) as file:
             text = file.read(4096)
     except FileNotFoundError:
         return None
+    except InvalidBackupError as err:
+        raise CorruptBackupError(str(err), file=path.name) from err
     match = _SIDECAR_LINE.match(text)
     if match is None:
         raise CorruptBackupError(
@@ -193,7 +211,6 @@ class _Pass:
     consume: Consumer
     wanted: Callable[[str], bool]
     info: BackupInfo | None = None
-    inner_seen: bool = False
 
     def _open(self, source: Readable) -> tarfile.TarFile:
         try:
@@ -202,13 +219,13 @@ class _Pass:
             raise InvalidBackupError(f"{self.file} is not a tar archive") from err
 
     def run(self, source: Readable) -> BackupInfo:
+        layout = OuterLayout(self.file)
         with self._open(source) as outer:
             while (member := self._next(outer)) is not None:
-                self._member(outer, member)
+                self._member(outer, member, layout.add(member))
         if self.info is None:
             raise InvalidBackupError(f"{self.file} has no backup.json", file=self.file)
-        if self.info.homeassistant_version is not None and not self.inner_seen:
-            raise CorruptBackupError(f"{self.file} has no {INNER_NAME}(.gz)")
+        check_inner_names(self.info, layout.names)
         return self.info
 
     def _next(self, outer: tarfile.TarFile) -> tarfile.TarInfo | None:
@@ -220,19 +237,20 @@ class _Pass:
             raise CorruptBackupError(f"{self.file} is truncated", file=self.file)
         return member
 
-    def _member(self, outer: tarfile.TarFile, member: tarfile.TarInfo) -> None:
-        name = member_name(member.name)
-        stream = outer.extractfile(member) if member.isfile() else None
-        if stream is None:
+    def _member(
+        self, outer: tarfile.TarFile, member: tarfile.TarInfo, name: str
+    ) -> None:
+        """Read one outer member (a regular file: ``OuterLayout`` checked it)."""
+        stream = outer.extractfile(member)
+        if stream is None:  # pragma: no cover - a regular file has data
             return
-        if name == BACKUP_JSON and self.info is None:
+        if name == BACKUP_JSON:
             # Cannot come short: _next checked that the data is in the file.
             raw = stream.read(_MAX_JSON_BYTES + 1)
             if len(raw) > _MAX_JSON_BYTES:
                 raise InvalidBackupError(f"{self.file}: backup.json is too large")
             self.info = parse_backup_json(raw, file=self.file, size=self.size)
         elif is_inner_archive(name) and self.wanted(name):
-            self.inner_seen |= name.startswith(INNER_NAME)
             self._inner(name, stream, member.size)
 
     def _inner(self, name: str, stream: Readable, size: int) -> None:
@@ -291,18 +309,21 @@ def read_archive(
     *,
     wanted: Callable[[str], bool],
     checksum: bool = True,
-) -> tuple[BackupInfo, bool | None]:
-    """Read the whole archive once; return its info and the checksum result.
+    digest: bool = False,
+) -> ReadResult:
+    """Read the whole archive once; return its info, checksum result and digest.
 
-    Maps every failure to a typed error. A wrong-password error from an
-    unauthenticated format is turned into CorruptBackupError when the sidecar
-    shows that the file is damaged.
+    ``checksum``: compare with the ``.sha256`` sidecar when there is one;
+    ``digest``: compute the file's SHA-256 in any case. Maps every failure
+    to a typed error. A wrong-password error from an unauthenticated format
+    is turned into CorruptBackupError when the sidecar shows that the file
+    is damaged.
     """
     try:
         expected = _read_sidecar(path) if checksum else None
         with (
-            path.open("rb", buffering=CHUNK) as raw,
-            _Source(raw, hashing=expected is not None) as source,
+            open_regular(path, buffering=CHUNK) as raw,
+            _Source(raw, hashing=digest or expected is not None) as source,
         ):
             size = os.fstat(raw.fileno()).st_size
             one_pass = _Pass(path.name, size, password, consume, wanted)
@@ -312,13 +333,14 @@ def read_archive(
                 if expected is not None and source.hexdigest() != expected:
                     raise _mismatch(path) from err
                 raise
-            if expected is not None and source.hexdigest() != expected:
+            sha256 = source.hexdigest() if digest or expected is not None else None
+            if expected is not None and sha256 != expected:
                 raise _mismatch(path)
     except _StorageError as err:
         raise read_error(path, err.os_error) from err
     except OSError as err:
         raise read_error(path, err) from err
-    return info, None if expected is None else True
+    return ReadResult(info, None if expected is None else True, sha256)
 
 
 def _mismatch(path: Path) -> CorruptBackupError:
@@ -340,28 +362,43 @@ def is_homeassistant(name: str) -> bool:
     return name.startswith(INNER_NAME)
 
 
+def holds_configuration(rel: str) -> bool:
+    """Return whether a restored path is one Home Assistant can start from."""
+    return rel == "configuration.yaml" or rel.split("/", 1)[0] == ".storage"
+
+
 @responsive_call
 def verify_backup(path: Path, password: str | None) -> VerifyResult:
     """Read the whole archive: decrypt, decompress, every member, checksum.
 
-    Raises WrongPasswordError (distinct from damage), CorruptBackupError,
-    InvalidBackupError, UnsupportedFormatError, UnsafeArchiveError (the Home
-    Assistant archive could not be extracted safely), BackupNotFoundError or
-    LocationUnavailableError.
+    Every member of Home Assistant's archive is checked for safety (see
+    ``safety``). Raises WrongPasswordError (distinct from damage),
+    CorruptBackupError, InvalidBackupError, UnsupportedFormatError,
+    UnsafeArchiveError, BackupNotFoundError or LocationUnavailableError.
     """
     members = 0
     data = 0
+    configuration = False
     check = SafetyCheck(ARCHIVE_ROOT)
 
     def visit(name: str, tar: tarfile.TarFile, member: tarfile.TarInfo) -> None:
-        nonlocal members, data
+        nonlocal members, data, configuration
         members += 1
-        if is_homeassistant(name):
-            check.add(member)
+        if is_homeassistant(name) and check.add(member):
+            rel = check.mapped(member.name)
+            configuration = configuration or (
+                rel is not None and holds_configuration(rel)
+            )
         data += read_member_data(tar, member)
 
-    _, checksum = read_archive(
-        path, password, each_member(visit), wanted=lambda name: True
+    result = read_archive(
+        path, password, each_member(visit), wanted=lambda name: True, digest=True
     )
     check.finish()
-    return VerifyResult(members=members, bytes=data, checksum=checksum)
+    return VerifyResult(
+        members=members,
+        bytes=data,
+        checksum=result.checksum,
+        sha256=result.sha256 or "",
+        configuration=configuration,
+    )

@@ -24,13 +24,14 @@ from homeassistant.components.backup import (
     BackupAgentError,
     BackupNotFound,
     agent as backup_agent,
+    const as backup_const,
 )
 from homeassistant.config_entries import ConfigEntryState
 from homeassistant.core import HomeAssistant, callback
 from homeassistant.exceptions import HomeAssistantError
 
 from . import DATA_BACKUP_AGENT_LISTENERS, agent_files, jobs
-from .const import DOMAIN, LOGGER, OperationState
+from .const import CONF_PASSWORD, DOMAIN, LOGGER, OperationState
 from .errors import BackupNotFoundError, BackupOffloadError, LocationUnavailableError
 
 if TYPE_CHECKING:
@@ -125,17 +126,6 @@ async def _close(stream: AsyncIterator[bytes]) -> None:
             await close()
 
 
-def _unique(backups: list[BackupInfo]) -> list[BackupInfo]:
-    """Return one backup per id, the newest (as ``find_backup`` picks it)."""
-    seen: set[str] = set()
-    unique = []
-    for backup in backups:
-        if backup.backup_id not in seen:
-            seen.add(backup.backup_id)
-            unique.append(backup)
-    return unique
-
-
 class BackupOffloadAgent(BackupAgent):
     """One location as a backup agent: the entry id is its unique part."""
 
@@ -210,12 +200,12 @@ class BackupOffloadAgent(BackupAgent):
             # An operation holds the location, maybe for minutes, and probed
             # it when it started: its listing is current, and waiting for it
             # would only time out.
-            return _unique(cached.backups)
+            return cached.backups
         snapshot = await self._job(
             data, coordinator.runner.run(jobs.refresh, coordinator.location)
         )
         coordinator.async_set_snapshot(snapshot)
-        return _unique(snapshot.backups)
+        return snapshot.backups
 
     async def async_list_backups(self, **kwargs: Any) -> list[AgentBackup]:
         """List every valid backup in the location, newest first."""
@@ -249,16 +239,35 @@ class BackupOffloadAgent(BackupAgent):
     async def async_download_backup(
         self, backup_id: str, **kwargs: Any
     ) -> AsyncIterator[bytes]:
-        """Open the backup (probe first) and return its chunks."""
+        """Check the backup completely, open it and return its chunks.
+
+        Home Assistant's restore extracts what it downloads without checks
+        of its own: the backup is checked first, as `verify` does, with the
+        passwords known here (the location's, and the one Home Assistant
+        encrypts its own backups with).
+        """
         data = self._data()
         coordinator = data.coordinator
         download = await self._job(
             data,
-            coordinator.runner.run(
-                agent_files.open_backup, coordinator.location, backup_id
+            coordinator.runner.run_checked(
+                agent_files.open_backup,
+                coordinator.location,
+                backup_id,
+                self._passwords(data),
             ),
         )
         return self._chunks(data, download)
+
+    def _passwords(self, data: BackupOffloadData) -> list[str]:
+        """Return the passwords a backup here is likely encrypted with."""
+        manager = self._hass.data.get(backup_const.DATA_MANAGER)
+        create = getattr(getattr(manager, "config", None), "data", None)
+        candidates = (
+            data.manager.entry.options.get(CONF_PASSWORD),
+            getattr(getattr(create, "create_backup", None), "password", None),
+        )
+        return list(dict.fromkeys(p for p in candidates if isinstance(p, str) and p))
 
     async def _chunks(
         self, data: BackupOffloadData, download: agent_files.Download

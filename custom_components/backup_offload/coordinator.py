@@ -123,6 +123,22 @@ class BackupOffloadCoordinator(DataUpdateCoordinator[LocationData]):
         return self._available(snapshot)
 
     @callback
+    def async_update_listeners(self) -> None:
+        """Update every entity, even when one of them fails.
+
+        One entity that cannot write its state must not keep the others, the
+        state sensor above all, at what they showed before (a sensor stuck
+        at "creating" after the backup ended).
+        """
+        for update_callback, _ in list(self._listeners.values()):
+            try:
+                update_callback()
+            except Exception:  # noqa: BLE001 - logged; the others go on
+                LOGGER.exception(
+                    "%s: updating an entity failed", self.config_entry.title
+                )
+
+    @callback
     def async_set_snapshot(self, snapshot: jobs.Snapshot) -> None:
         """Apply the listing an operation returned."""
         self.async_set_updated_data(self._available(snapshot))

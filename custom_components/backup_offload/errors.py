@@ -10,6 +10,25 @@ from __future__ import annotations
 from typing import Any
 
 
+def printable(text: str) -> str:
+    """Return ``text`` with every lone surrogate replaced by U+FFFD.
+
+    File names that are not valid UTF-8 (Python keeps their bytes as lone
+    surrogates) and JSON strings with a lone surrogate escape cannot be encoded:
+    one of them in a message or a listing would break every JSON response
+    and Home Assistant's backup page. What a user sees goes through here.
+    """
+    if text.isascii():
+        return text
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return "".join(
+            "\ufffd" if "\ud800" <= char <= "\udfff" else char for char in text
+        )
+    return text
+
+
 def _rebuild(
     cls: type[BackupOffloadError], args: tuple[Any, ...], state: dict[str, Any]
 ) -> BackupOffloadError:
@@ -27,8 +46,12 @@ class BackupOffloadError(Exception):
 
     def __init__(self, message: str, **placeholders: str) -> None:
         """Store a readable message and the translation placeholders."""
+        message = printable(message)
         super().__init__(message)
-        self.placeholders: dict[str, str] = {"error": message, **placeholders}
+        self.placeholders: dict[str, str] = {
+            key: printable(value)
+            for key, value in {"error": message, **placeholders}.items()
+        }
 
     def __reduce__(self) -> tuple[Any, ...]:
         """Pickle with every attribute (errors cross from the worker process)."""

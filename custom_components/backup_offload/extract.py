@@ -146,11 +146,17 @@ def extract_backup(
     except _LinkTargetNotChosenError:
         pass  # nothing of the first attempt is left
     selection = _Selection(SafetyCheck(ARCHIVE_ROOT), select, {}, {}, {})
-    read_archive(path, password, each_member(selection.visit), wanted=is_homeassistant)
+    checked = read_archive(
+        path,
+        password,
+        each_member(selection.visit),
+        wanted=is_homeassistant,
+        digest=True,
+    )
     selection.check.finish()
     selection.close_hardlinks()
     if selection.chosen:
-        _extract(path, target, password, selection)
+        _extract(path, target, password, selection, checked.sha256)
     return list(dict.fromkeys(selection.chosen.values()))
 
 
@@ -235,9 +241,7 @@ class _OnePass:
         """
         for member in tar:
             forget_members(tar)  # tarfile's hard-link fallback is not needed here
-            problems = len(self.check.problems)
-            self.check.add(member)
-            if self.refused is not None or len(self.check.problems) > problems:
+            if not self.check.add(member) or self.refused is not None:
                 continue
             rel = self.check.mapped(member.name)
             if rel and (self.select is None or self.select(rel)):
@@ -441,10 +445,28 @@ def _copy_attributes(source: Path, dest: Path) -> None:
         os.utime(dest, ns=(info.st_atime_ns, info.st_mtime_ns))
 
 
+def _require_unchanged(path: Path, read: str | None, checked: str | None) -> None:
+    """Refuse what the second pass read if it is not what the first checked."""
+    if read != checked:
+        raise UnsafeArchiveError(
+            f"{path.name} changed while it was restored; nothing was kept",
+            file=path.name,
+        )
+
+
 def _extract(
-    path: Path, target: Path, password: str | None, selection: _Selection
+    path: Path,
+    target: Path,
+    password: str | None,
+    selection: _Selection,
+    checked: str | None,
 ) -> None:
-    """Second pass: write the chosen members into ``target``."""
+    """Second pass: write the chosen members into ``target``.
+
+    ``checked`` is the digest of the file the first pass checked: a file
+    that changed in between (someone wrote to the share) is refused, and
+    what the second pass wrote is removed.
+    """
     created = _Created(target)
     chosen = selection.chosen
 
@@ -476,7 +498,15 @@ def _extract(
 
     try:
         target.mkdir(parents=True, exist_ok=True)
-        read_archive(path, password, consume, wanted=is_homeassistant, checksum=False)
+        extracted = read_archive(
+            path,
+            password,
+            consume,
+            wanted=is_homeassistant,
+            checksum=False,
+            digest=True,
+        )
+        _require_unchanged(path, extracted.sha256, checked)
     except BaseException as err:
         created.undo()
         if isinstance(err, tarfile.FilterError):

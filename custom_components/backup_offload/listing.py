@@ -37,11 +37,15 @@ from .errors import (
     CorruptBackupError,
     InvalidBackupError,
     LocationUnavailableError,
+    printable,
 )
+from .fileops import file_kind
 from .gil import responsive_call
 from .metadata import BackupInfo, parse_date, read_backup_info
 
-_Key = tuple[int, int]  # (size, mtime_ns)
+# (size, mtime, ctime, inode): a file rewritten in place with its old size
+# and modification time still gets a new ctime, which nobody can set.
+_Key = tuple[int, int, int, int]
 # What one entry gave: nothing (gone, not a file), an error listing it, or
 # its key and (info or why it is invalid, whether that lasts) - or None
 # when the file went away while it was read.
@@ -125,9 +129,17 @@ class BackupScanner:
                 return None
             except OSError as err:
                 return err
+            key = (
+                stat_result.st_size,
+                stat_result.st_mtime_ns,
+                stat_result.st_ctime_ns,
+                stat_result.st_ino,
+            )
             if not stat.S_ISREG(stat_result.st_mode):
-                return None
-            key = (stat_result.st_size, stat_result.st_mtime_ns)
+                kind = file_kind(stat_result.st_mode)
+                return key, (f"{entry.name} is {kind}, not a backup file", True)
+            if printable(entry.name) != entry.name:
+                return key, ("the file name is not valid UTF-8: rename the file", True)
             known = cache.get(entry.name)
             if known is not None and known[0] == key:
                 return key, (known[1], True)
@@ -145,22 +157,43 @@ class BackupScanner:
             if outcome is None:  # deleted while it was read
                 continue
             value, lasting = outcome
-            results[entry.name] = value
+            results[printable(entry.name)] = value
             if lasting:
                 keep[entry.name] = (key, value)
         self._state = (location, keep)
-        backups = [value for value in results.values() if isinstance(value, BackupInfo)]
-        backups.sort(key=lambda info: (parse_date(info.date), info.file), reverse=True)
-        invalid = {
-            name: value
-            for name, value in sorted(results.items())
-            if isinstance(value, str)
-        }
-        return ScanResult(backups=backups, invalid=invalid)
+        return _result(results)
 
     def forget(self) -> None:
         """Drop the cache, e.g. after a file was replaced within one mtime tick."""
         self._state = (None, {})
+
+
+def _result(results: dict[str, BackupInfo | str]) -> ScanResult:
+    """Sort the backups, newest first; an id found in several files is no backup.
+
+    Which of two archives with one id would Home Assistant download and
+    restore? Neither: a planted copy must not stand in for the real one.
+    """
+    by_id: dict[str, list[str]] = {}
+    for value in results.values():
+        if isinstance(value, BackupInfo):
+            by_id.setdefault(value.backup_id, []).append(value.file)
+    invalid = {name: value for name, value in results.items() if isinstance(value, str)}
+    backups = []
+    for value in results.values():
+        if not isinstance(value, BackupInfo):
+            continue
+        files = by_id[value.backup_id]
+        if len(files) == 1:
+            backups.append(value)
+            continue
+        others = ", ".join(sorted(file for file in files if file != value.file))
+        invalid[value.file] = (
+            f"the backup id {value.backup_id} is also in {others}: remove the"
+            " copy that does not belong here"
+        )
+    backups.sort(key=lambda info: (parse_date(info.date), info.file), reverse=True)
+    return ScanResult(backups=backups, invalid=dict(sorted(invalid.items())))
 
 
 def _read(path: Path) -> tuple[BackupInfo | str, bool] | None:

@@ -10,23 +10,23 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+import hashlib
 import json
 import os
-from pathlib import Path, PurePosixPath, PureWindowsPath
+from pathlib import Path, PureWindowsPath
 import re
 import tarfile
 from typing import IO, Any, Final, cast
 
-from .errors import (
-    CorruptBackupError,
-    InvalidBackupError,
-)
-from .fileops import read_error
+from .errors import CorruptBackupError, InvalidBackupError, printable
+from .fileops import open_regular, read_error
+from .safety import BACKUP_JSON, INNER_SUFFIXES, OuterLayout, is_inner_archive
+from .validation import is_valid_backup_id
 
-BACKUP_JSON: Final = "backup.json"
+__all__ = ["BACKUP_JSON", "INNER_SUFFIXES", "is_inner_archive"]
+
 BACKUP_JSON_MEMBER: Final = "./backup.json"  # the name Home Assistant writes
 INNER_NAME: Final = "homeassistant.tar"
-INNER_SUFFIXES: Final = (".tar", ".tar.gz", ".tgz")
 EXTRA_KEY: Final = "backup_offload"
 """Key of this integration's block in ``extra``; its presence marks our backups."""
 EXTRA_VERSION: Final = 1
@@ -34,9 +34,14 @@ SIDECAR_SUFFIX: Final = ".sha256"
 
 # A backup.json is a few hundred bytes; refuse to load a huge one into memory.
 _MAX_JSON_BYTES = 1 << 20
-# Headers to look at before giving up on finding backup.json.
-_MAX_MEMBERS = 64
 _UNSAFE_NAME = re.compile(r"[^\w.-]+")
+# The part of a file name that comes from the backup id: a longer id is cut
+# and gets a hash of the whole, so that names stay short and distinct.
+_ID_PART_MAX = 32
+# Dates a backup may carry: what converts to UTC with room to spare, and what
+# Home Assistant's timestamp sensor and backup page can show.
+_EARLIEST = datetime(1900, 1, 1, tzinfo=UTC)
+_LATEST = datetime(9000, 1, 1, tzinfo=UTC)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -66,16 +71,6 @@ class BackupInfo:
         return self.made_by_us and self.instance_id == instance_id
 
 
-def member_name(name: str) -> str:
-    """Return a tar member name without a leading ``./`` (as tools vary)."""
-    return PurePosixPath(name).as_posix() if name not in ("", ".") else "."
-
-
-def is_inner_archive(name: str) -> bool:
-    """Return whether an outer member is an inner (secure)tar archive."""
-    return member_name(name).endswith(INNER_SUFFIXES)
-
-
 def clean_name(name: str) -> str:
     """Return a backup name Home Assistant accepts.
 
@@ -90,11 +85,19 @@ def clean_name(name: str) -> str:
     return text
 
 
+def id_part(backup_id: str) -> str:
+    """Return the backup id as it may appear in a file name: safe and short."""
+    safe = _UNSAFE_NAME.sub("_", backup_id).strip(".") or "id"
+    if len(safe) <= _ID_PART_MAX and safe == backup_id:
+        return safe
+    digest = hashlib.sha256(backup_id.encode("utf-8", "surrogatepass")).hexdigest()
+    return f"{safe[: _ID_PART_MAX - 9]}-{digest[:8]}"
+
+
 def file_name(name: str, date: datetime, backup_id: str) -> str:
     """Return a readable archive name: name, local date and time, backup id."""
     slug = _UNSAFE_NAME.sub("_", name).strip("._-")[:64].strip("._-") or "backup"
-    safe_id = _UNSAFE_NAME.sub("_", backup_id).strip(".") or "id"
-    return f"{slug}_{date:%Y-%m-%d_%H.%M}_{safe_id}.tar"
+    return f"{slug}_{date:%Y-%m-%d_%H.%M}_{id_part(backup_id)}.tar"
 
 
 def backup_json(
@@ -129,9 +132,32 @@ def backup_json(
 
 
 def parse_date(text: str) -> datetime:
-    """Parse an ISO 8601 date; one without a zone is taken as UTC."""
+    """Parse an ISO 8601 date; one without a zone is taken as UTC.
+
+    Raises ValueError for a date that is not ISO 8601, or that cannot be
+    converted to UTC and shown (``9999-12-31T23:59:59-14:00`` is past the
+    last date Python can represent once in UTC).
+    """
     date = datetime.fromisoformat(text)
-    return date if date.tzinfo is not None else date.replace(tzinfo=UTC)
+    date = date if date.tzinfo is not None else date.replace(tzinfo=UTC)
+    try:
+        utc = date.astimezone(UTC)
+    except OverflowError as err:
+        raise ValueError(f"{text} cannot be converted to UTC") from err
+    if not _EARLIEST <= utc < _LATEST:
+        raise ValueError(f"{text} is before {_EARLIEST:%Y} or after {_LATEST:%Y}")
+    return date
+
+
+def _printable_json(value: Any) -> Any:
+    """Return a JSON value with every string made printable (keys too)."""
+    if isinstance(value, str):
+        return printable(value)
+    if isinstance(value, dict):
+        return {printable(str(k)): _printable_json(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_printable_json(item) for item in value]
+    return value
 
 
 def _require(data: Mapping[str, Any], key: str, kind: type) -> Any:
@@ -152,23 +178,32 @@ def parse_backup_json(raw: bytes, *, file: str, size: int) -> BackupInfo:
     if not isinstance(data, dict):
         raise InvalidBackupError("backup.json is not a JSON object")
     backup_id = _require(data, "slug", str)
-    name = _require(data, "name", str)
+    if not is_valid_backup_id(backup_id):
+        # It names files in Home Assistant's restore: only a plain id is safe.
+        raise InvalidBackupError(
+            f"backup.json: the backup id {backup_id!r} is not a plain id"
+            " (letters, digits, - and _)",
+            field="slug",
+        )
+    name = printable(_require(data, "name", str))
     extra = data.get("extra") or {}
     if not isinstance(extra, dict):
         raise InvalidBackupError("backup.json: 'extra' is not an object", field="extra")
+    extra = _printable_json(extra)
     # Home Assistant lists Supervisor backups by their request date.
     date_text = extra.get("supervisor.backup_request_date", _require(data, "date", str))
     try:
         date = parse_date(str(date_text))
     except ValueError as err:
         raise InvalidBackupError(
-            f"backup.json: 'date' is not an ISO 8601 date: {date_text!r}", field="date"
+            f"backup.json: 'date' is not a usable ISO 8601 date: {date_text!r} ({err})",
+            field="date",
         ) from err
     homeassistant = data.get("homeassistant")
     version: str | None = None
     database_included = False
     if isinstance(homeassistant, dict) and "version" in homeassistant:
-        version = str(homeassistant["version"])
+        version = printable(str(homeassistant["version"]))
         database_included = not homeassistant.get("exclude_database", False)
     instance_id = extra.get("instance_id")
     return BackupInfo(
@@ -190,14 +225,15 @@ def parse_backup_json(raw: bytes, *, file: str, size: int) -> BackupInfo:
 def read_backup_info(path: Path) -> BackupInfo:
     """Read the metadata of one archive without reading the whole file.
 
-    Opens the outer tar, reads ``./backup.json`` (Home Assistant writes it
-    first) and the few other member headers, and checks that every member's
-    data fits in the file, which catches a truncated archive cheaply.
-    Raises InvalidBackupError (not a backup), CorruptBackupError (truncated),
+    Opens the outer tar, checks every member header (``OuterLayout``: only
+    ``backup.json`` and inner archives, regular files, each once), reads
+    ``backup.json``, and checks that every member's data fits in the file,
+    which catches a truncated archive cheaply. Raises InvalidBackupError
+    (not a backup, or not one we accept), CorruptBackupError (truncated),
     BackupNotFoundError (no such file), LocationUnavailableError (I/O error).
     """
     try:
-        with path.open("rb") as raw:
+        with open_regular(path) as raw:
             size = os.fstat(raw.fileno()).st_size
             return _read_info(raw, path.name, size)
     except OSError as err:
@@ -213,9 +249,9 @@ def _open_tar(raw: Any, file: str) -> tarfile.TarFile:
 
 def _read_info(raw: Any, file: str, size: int) -> BackupInfo:
     raw_json: bytes | None = None
-    inner: list[str] = []
+    layout = OuterLayout(file)
     with _open_tar(raw, file) as tar:
-        for _ in range(_MAX_MEMBERS):
+        while True:
             try:
                 member = tar.next()
             except tarfile.TarError as err:
@@ -226,30 +262,41 @@ def _read_info(raw: Any, file: str, size: int) -> BackupInfo:
                 break
             if member.offset_data + member.size > size:
                 raise CorruptBackupError(f"{file} is truncated", file=file)
-            name = member_name(member.name)
-            if name == BACKUP_JSON and raw_json is None:
+            if layout.add(member) == BACKUP_JSON:
                 raw_json = _read_member(tar, member, file)
-            elif is_inner_archive(name):
-                inner.append(name)
-                if raw_json is not None and name.startswith(INNER_NAME):
-                    # All a listing needs, and the data is in the file: reading
-                    # the next header would cost one more round trip (on a
-                    # share) at the far end of a large file.
-                    break
     if raw_json is None:
         raise InvalidBackupError(f"{file} has no backup.json", file=file)
     info = parse_backup_json(raw_json, file=file, size=size)
-    if info.homeassistant_version is not None and not any(
-        name.startswith(INNER_NAME) for name in inner
-    ):
-        raise CorruptBackupError(
-            f"{file} has no {INNER_NAME}(.gz): truncated?", file=file
-        )
+    check_inner_names(info, layout.names)
     return info
 
 
+def check_inner_names(info: BackupInfo, names: set[str]) -> None:
+    """Refuse a backup whose Home Assistant archive is not where backup.json says.
+
+    Home Assistant's restore opens ``homeassistant.tar.gz`` or
+    ``homeassistant.tar`` as ``compressed`` says; the other name would fail
+    at startup.
+    """
+    if info.homeassistant_version is None:
+        return
+    expected = INNER_NAME + (".gz" if info.compressed else "")
+    if expected not in names:
+        found = sorted(name for name in names if name.startswith(INNER_NAME))
+        if not found:
+            raise CorruptBackupError(
+                f"{info.file} has no {INNER_NAME}(.gz): truncated?", file=info.file
+            )
+        raise InvalidBackupError(
+            f"{info.file}: backup.json says compressed={info.compressed}, so Home"
+            f" Assistant's restore looks for {expected}, but the backup has"
+            f" {found[0]}",
+            file=info.file,
+        )
+
+
 def _read_member(tar: tarfile.TarFile, member: tarfile.TarInfo, file: str) -> bytes:
-    if not member.isfile() or member.size > _MAX_JSON_BYTES:
+    if member.size > _MAX_JSON_BYTES:
         raise InvalidBackupError(f"{file}: backup.json is not a small file", file=file)
     # Neither None (a regular file) nor short (its data is in the file).
     reader = cast("IO[bytes]", tar.extractfile(member))

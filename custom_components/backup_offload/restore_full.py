@@ -30,7 +30,7 @@ from .errors import (
 )
 from .fileops import SPACE_ERRNOS, fsync_dir, read_error, remove_quietly, write_all
 from .location import SPACE_MARGIN_BYTES
-from .metadata import SIDECAR_SUFFIX
+from .metadata import SIDECAR_SUFFIX, id_part
 from .restore import (
     MARKER_NAME,
     STAGED_PREFIX,
@@ -177,9 +177,9 @@ def stage(
     staging = config_dir / STAGING_DIR
     created_dir = _ensure_dir(staging)
     token = secrets.token_hex(4)
-    temp = staging / f"{TEMP_PREFIX}{backup.backup_id}-{token}.tar.tmp"
+    temp = staging / f"{TEMP_PREFIX}{id_part(backup.backup_id)}-{token}.tar.tmp"
     temp_sidecar = temp.with_name(temp.name + SIDECAR_SUFFIX)
-    final = staging / f"{STAGED_PREFIX}{backup.backup_id}.tar"
+    final = staging / f"{STAGED_PREFIX}{id_part(backup.backup_id)}.tar"
     published = False
     try:
         _require_space(staging, backup.size, "Copying the backup to this machine")

@@ -1,24 +1,64 @@
-"""Decide, before anything is written, whether an archive is safe to extract.
+"""Decide, before anything is written, whether an archive is safe to restore.
 
-An archive is refused as a whole when any member has an absolute name or a
-``..`` component, is a device node or a FIFO, or is a symbolic or hard link
-that would lead out of the target directory. Links are resolved the way the
-file system would resolve them after extraction, following the archive's own
-symlinks (a chain of harmless-looking links can still escape), so the check
-does not depend on the order of the members. Tarfile's ``data`` filter runs
-during extraction as a second line of defence.
+Anyone who can write to a share can put an archive there, and Home
+Assistant's own restore extracts a backup with ``filter="fully_trusted"``:
+whatever these checks let through, it follows. So a backup is accepted only
+when its whole structure is known-good, and one bad member refuses it whole:
+
+- the outer tar (``OuterLayout``): regular files only, exactly one
+  ``backup.json`` and inner archives with plain names, each name once;
+- every member of Home Assistant's inner archive (``SafetyCheck``), not only
+  those under ``data/``: no absolute names or ``..``; only files,
+  directories and links; ``data`` itself a directory; links that stay
+  inside the archive, and under ``data/`` inside ``data/``; no symlink that
+  leads to a directory holding it (Home Assistant's restore copies what
+  links point to, and would copy such a loop until the disk is full); no
+  restore instruction; modification times a file system can store.
+
+Links are resolved the way the file system would resolve them after
+extraction, following the archive's own symlinks, so a chain of
+harmless-looking links cannot escape either. A member's directory is
+checked against the links that come before it (extraction writes in
+archive order, and a link cannot replace a directory that already holds a
+file), the links themselves against all of them at the end. Memory does not
+grow with the number of members, only with the number of links.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+import math
+import re
 import tarfile
 from typing import Final
 
-from .errors import UnsafeArchiveError
+from .errors import InvalidBackupError, UnsafeArchiveError
 
 _MAX_LINK_DEPTH: Final = 40  # like the kernel's limit on nested symlinks
-_SHOWN: Final = 5  # problems named in the error message
+MAX_LINKS: Final = 100_000
+"""Links an archive may hold (each is kept in memory until the end)."""
+_KEPT: Final = 20  # problems remembered for the message
+_SHOWN: Final = 5  # problems named in the message
+_MAX_NAME_BYTES: Final = 255  # one path component, as Linux file systems allow
+_MAX_MTIME: Final = 2**40  # far beyond any real date, within every time_t
+_RESTORE_FILES: Final = (".HA_RESTORE", ".HA_RESTORE_RESULT")
+_MEMBER_TYPES: Final = frozenset(
+    {
+        tarfile.REGTYPE,
+        tarfile.AREGTYPE,
+        tarfile.GNUTYPE_SPARSE,
+        tarfile.DIRTYPE,
+        tarfile.SYMTYPE,
+        tarfile.LNKTYPE,
+    }
+)
+
+BACKUP_JSON: Final = "backup.json"
+INNER_SUFFIXES: Final = (".tar", ".tar.gz", ".tgz")
+MAX_OUTER_MEMBERS: Final = 64
+"""Members an outer tar may hold: backup.json, Home Assistant's archive and
+the Supervisor's add-on and folder archives."""
+_OUTER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,254}")
 
 
 def is_unsafe_name(name: str) -> bool:
@@ -32,26 +72,66 @@ def _parts(name: str) -> list[str]:
     return [part for part in name.split("/") if part and part != "."]
 
 
-def escapes(
-    parts: list[str], links: dict[str, str], *, follow_last: bool, depth: int = 0
-) -> bool:
-    """Return whether a relative path leaves its root once links are followed.
+def _sane_mtime(member: tarfile.TarInfo) -> bool:
+    """Return whether a member's time can be set on a file (utime would raise)."""
+    mtime = member.mtime
+    return isinstance(mtime, int | float) and (
+        math.isfinite(mtime) and abs(mtime) < _MAX_MTIME
+    )
 
-    ``links`` maps symlink paths (relative to the root) to their targets.
+
+# --- outer tar ----------------------------------------------------------------
+
+
+def outer_name(name: str) -> str | None:
+    """Return an outer member's plain name (``./x`` or ``x``), None if it has none."""
+    plain = name.removeprefix("./")
+    return plain if _OUTER_NAME.fullmatch(plain) and ".." not in plain else None
+
+
+def is_inner_archive(name: str) -> bool:
+    """Return whether a plain outer member name is an inner (secure)tar archive."""
+    return name.endswith(INNER_SUFFIXES)
+
+
+@dataclass(slots=True)
+class OuterLayout:
+    """Checks the outer tar's members, one at a time, as they are read.
+
+    ``add`` raises InvalidBackupError for the first member that does not
+    belong in a Home Assistant backup, and returns the member's plain name.
     """
-    resolved = _resolve(parts, links, follow_last=follow_last, depth=depth)
-    return resolved is None
+
+    file: str
+    names: set[str] = field(default_factory=set)
+
+    def _invalid(self, problem: str) -> InvalidBackupError:
+        return InvalidBackupError(f"{self.file}: {problem}", file=self.file)
+
+    def add(self, member: tarfile.TarInfo) -> str:
+        """Check one outer member; return its plain name."""
+        if len(self.names) >= MAX_OUTER_MEMBERS:
+            raise self._invalid(f"more than {MAX_OUTER_MEMBERS} members")
+        name = outer_name(member.name)
+        if name is None or not (name == BACKUP_JSON or is_inner_archive(name)):
+            raise self._invalid(f"unexpected member {member.name!r}")
+        if member.type not in (tarfile.REGTYPE, tarfile.AREGTYPE) or member.sparse:
+            raise self._invalid(f"{name} is not a regular file")
+        if not _sane_mtime(member):
+            raise self._invalid(f"{name} has an impossible date")
+        if name in self.names:
+            raise self._invalid(f"{name} is in the archive twice")
+        self.names.add(name)
+        if {"homeassistant.tar", "homeassistant.tar.gz"} <= self.names:
+            raise self._invalid("both homeassistant.tar and homeassistant.tar.gz")
+        return name
 
 
-def link_escapes(rel: str, target: str, links: dict[str, str]) -> bool:
-    """Return whether the symlink at ``rel`` pointing to ``target`` escapes."""
-    if target.startswith("/"):
-        return True
-    return escapes(rel.split("/")[:-1] + target.split("/"), links, follow_last=True)
+# --- inner archive ------------------------------------------------------------
 
 
 def _resolve(
-    parts: list[str], links: dict[str, str], *, follow_last: bool, depth: int
+    parts: list[str], links: dict[str, str], *, follow_last: bool, depth: int = 0
 ) -> list[str] | None:
     """Return the path's components inside the root, None if it escapes."""
     stack: list[str] = []
@@ -64,10 +144,11 @@ def _resolve(
             stack.pop()
             continue
         stack.append(part)
-        current = "/".join(stack)
         is_last = index == len(parts) - 1
-        if current in links and (follow_last or not is_last):
-            target = links[current]
+        if links and (follow_last or not is_last):
+            target = links.get("/".join(stack))
+            if target is None:
+                continue
             if target.startswith("/") or depth >= _MAX_LINK_DEPTH:
                 return None
             through = _resolve(
@@ -82,20 +163,99 @@ def _resolve(
     return stack
 
 
+def escapes(parts: list[str], links: dict[str, str], *, follow_last: bool) -> bool:
+    """Return whether a relative path leaves its root once links are followed.
+
+    ``links`` maps symlink paths (relative to the root) to their targets.
+    """
+    return _resolve(parts, links, follow_last=follow_last) is None
+
+
+def link_escapes(rel: str, target: str, links: dict[str, str]) -> bool:
+    """Return whether the symlink at ``rel`` pointing to ``target`` escapes."""
+    if target.startswith("/"):
+        return True
+    return escapes(rel.split("/")[:-1] + target.split("/"), links, follow_last=True)
+
+
+def link_loops(rel: str, target: str, links: dict[str, str]) -> bool:
+    """Return whether the symlink at ``rel`` leads to a directory that holds it.
+
+    Home Assistant's restore copies what a link points to: such a link would
+    be copied into itself, again and again.
+    """
+    parent = _resolve(rel.split("/")[:-1], links, follow_last=True)
+    if parent is None or target.startswith("/"):
+        return False
+    resolved = _resolve(
+        rel.split("/")[:-1] + target.split("/"), links, follow_last=True
+    )
+    return resolved is not None and parent[: len(resolved)] == resolved
+
+
+def _too_long(part: str) -> bool:
+    return len(part.encode("utf-8", "surrogatepass")) > _MAX_NAME_BYTES
+
+
+def _inside(resolved: list[str] | None, root: list[str]) -> bool:
+    return resolved is not None and resolved[: len(root)] == root
+
+
+class _Seen:
+    """Which names were seen, in constant memory (a Bloom filter).
+
+    It never forgets a name it saw; among a million names it wrongly claims
+    about one in 250 unseen ones. Used to refuse a hard link whose target did
+    not come first: a target it wrongly claims is refused by the extraction.
+    """
+
+    _BITS: Final = 1 << 24
+    _MASK: Final = _BITS - 1
+
+    def __init__(self) -> None:
+        self._bits = bytearray(self._BITS // 8)
+
+    def _indices(self, name: str) -> tuple[int, int, int]:
+        h = hash(name) & 0xFFFFFFFFFFFFFFFF
+        return h & self._MASK, (h >> 24) & self._MASK, (h >> 40) & self._MASK
+
+    def add(self, name: str) -> None:
+        for index in self._indices(name):
+            self._bits[index >> 3] |= 1 << (index & 7)
+
+    def __contains__(self, name: str) -> bool:
+        return all(self._bits[i >> 3] & (1 << (i & 7)) for i in self._indices(name))
+
+
 @dataclass(slots=True)
 class SafetyCheck:
-    """Collects an archive's members, then says which ones are unsafe.
+    """Checks every member of Home Assistant's archive, then its links.
 
-    ``root`` is the directory inside the archive that is extracted (``data``):
-    member names are checked as they will be on disk, relative to the target.
+    ``root`` is the directory of the archive that is restored into the
+    configuration (``data``); ``mapped`` gives a member's path relative to it.
     """
 
     root: str
+    count: int = 0
+    """Problems found so far."""
     problems: list[str] = field(default_factory=list)
+    """The first problems, for the message."""
+    _root_parts: list[str] = field(default_factory=list)
     _links: dict[str, str] = field(default_factory=dict)
     _hardlinks: dict[str, str] = field(default_factory=dict)
-    _paths: list[str] = field(default_factory=list)
-    _seen: set[str] = field(default_factory=set)
+    _files: _Seen = field(default_factory=_Seen)
+    _checked_dir: tuple[str, int] | None = None
+    """The last directory found safe, and how many links there were then."""
+
+    def __post_init__(self) -> None:
+        """Split the root once."""
+        self._root_parts = _parts(self.root)
+
+    def _problem(self, text: str) -> bool:
+        self.count += 1
+        if len(self.problems) < _KEPT:
+            self.problems.append(text)
+        return False
 
     def mapped(self, name: str) -> str | None:
         """Return a member's path relative to the target, None if not under root.
@@ -105,61 +265,126 @@ class SafetyCheck:
         if name.startswith("/"):
             return None
         parts = _parts(name)
-        root = _parts(self.root)
+        root = self._root_parts
         if parts[: len(root)] != root:
             return None
         return "/".join(parts[len(root) :])
 
-    def add(self, member: tarfile.TarInfo) -> None:
-        """Check what can be checked of one member alone; remember the rest."""
-        if is_unsafe_name(member.name):
-            self.problems.append(f"{member.name}: absolute path or '..'")
-            return
-        if member.ischr() or member.isblk() or member.isfifo():
-            self.problems.append(f"{member.name}: device node or FIFO")
-            return
-        rel = self.mapped(member.name)
-        if rel is None or not rel:
-            return
-        if member.islnk():
-            self._add_hardlink(member, rel)
-        self._paths.append(rel)
-        self._seen.add(rel)
+    def add(self, member: tarfile.TarInfo) -> bool:
+        """Check what can be checked of one member now; False if it is unsafe."""
+        parts = _parts(member.name)
+        in_root = parts[: len(self._root_parts)] == self._root_parts
+        problem = self._member_problem(member, parts, in_root)
+        if problem is not None:
+            return self._problem(f"{member.name}: {problem}")
+        path = "/".join(parts)
         if member.issym():
-            self._links[rel] = member.linkname
+            if len(self._links) + len(self._hardlinks) >= MAX_LINKS:
+                return self._problem(f"{member.name}: more than {MAX_LINKS} links")
+            self._links[path] = member.linkname
+        elif member.islnk():
+            return self._add_hardlink(member, path, in_root)
+        elif member.isreg():
+            self._files.add(path)
+        return True
 
-    def _add_hardlink(self, member: tarfile.TarInfo, rel: str) -> None:
-        target = self.mapped(member.linkname)
+    def _member_problem(
+        self, member: tarfile.TarInfo, parts: list[str], in_root: bool
+    ) -> str | None:
+        """Return what is wrong with one member by itself, None if nothing."""
+        relative = parts[len(self._root_parts) :] if in_root else None
+        problem: str | None = None
+        if is_unsafe_name(member.name):
+            problem = "absolute path or '..'"
+        elif member.ischr() or member.isblk() or member.isfifo():
+            problem = "device node or FIFO"
+        elif member.type not in _MEMBER_TYPES:
+            problem = "unsupported member type"
+        elif not _sane_mtime(member):
+            problem = "impossible modification time"
+        elif any(_too_long(part) for part in parts):
+            problem = f"a name longer than {_MAX_NAME_BYTES} bytes"
+        elif not member.isdir() and (not parts or relative == []):
+            problem = f"{self.root or 'the root'} must be a directory"
+        elif (
+            relative is not None
+            and len(relative) == 1
+            and (relative[0] in _RESTORE_FILES)
+        ):
+            problem = "a restore instruction (Home Assistant would restore again)"
+        elif not self._directory_ok(parts, in_root):
+            problem = "leads through a symlink outside"
+        return problem
+
+    def _directory_ok(self, parts: list[str], in_root: bool) -> bool:
+        """Return whether a member's directory stays inside (through known links)."""
+        if not self._links or len(parts) < 2:
+            return True
+        directory = "/".join(parts[:-1])
+        if self._checked_dir == (directory, len(self._links)):
+            return True  # members come directory by directory
+        resolved = _resolve(parts[:-1], self._links, follow_last=True)
+        ok = resolved is not None and (
+            not in_root or _inside(resolved, self._root_parts)
+        )
+        if ok:
+            self._checked_dir = (directory, len(self._links))
+        return ok
+
+    def _add_hardlink(self, member: tarfile.TarInfo, path: str, in_root: bool) -> bool:
+        target = "/".join(_parts(member.linkname))
         if is_unsafe_name(member.linkname) or not target:
-            self.problems.append(f"{member.name}: hard link to {member.linkname}")
-        elif target not in self._seen:
+            return self._problem(f"{member.name}: hard link to {member.linkname}")
+        if in_root and self.mapped(target) in (None, ""):
+            return self._problem(f"{member.name}: hard link out of {self.root}")
+        if target not in self._files:
             # Extraction links to a file already written: it must come first.
-            self.problems.append(f"{member.name}: hard link to a missing member")
-        else:
-            self._hardlinks[rel] = target
+            return self._problem(f"{member.name}: hard link to a missing member")
+        if len(self._links) + len(self._hardlinks) >= MAX_LINKS:
+            return self._problem(f"{member.name}: more than {MAX_LINKS} links")
+        self._hardlinks[path] = target
+        self._files.add(path)
+        return True
 
     def hardlink_target(self, rel: str) -> str | None:
         """Return what the hard link at ``rel`` points to (target-relative)."""
-        return self._hardlinks.get(rel)
+        target = self._hardlinks.get("/".join([*self._root_parts, rel]))
+        return None if target is None else self.mapped(target)
+
+    def _check_links(self) -> None:
+        root = self._root_parts
+        for path, target in self._links.items():
+            parts = path.split("/")
+            resolved = (
+                None
+                if target.startswith("/")
+                else _resolve(
+                    [*parts[:-1], *target.split("/")], self._links, follow_last=True
+                )
+            )
+            if resolved is None:
+                self._problem(f"{path}: symlink to {target} leaves the archive")
+            elif parts[: len(root)] == root and not _inside(resolved, root):
+                self._problem(f"{path}: symlink to {target} leads out of {self.root}")
+            elif parts[: len(root)] == root and link_loops(path, target, self._links):
+                self._problem(
+                    f"{path}: symlink to {target} leads to a directory that holds it"
+                )
+        for path, target in self._hardlinks.items():
+            resolved = _resolve(target.split("/"), self._links, follow_last=True)
+            if resolved is None or (
+                path.split("/")[: len(root)] == root and not _inside(resolved, root)
+            ):
+                self._problem(f"{path}: hard link leaves the target")
 
     def finish(self) -> None:
-        """Check the links and paths; raise UnsafeArchiveError if anything is."""
-        for rel, target in self._links.items():
-            if link_escapes(rel, target, self._links):
-                self.problems.append(f"{self.root}/{rel}: symlink to {target}")
-        for rel, target in self._hardlinks.items():
-            if escapes(target.split("/"), self._links, follow_last=True):
-                self.problems.append(f"{self.root}/{rel}: hard link leaves the target")
-        for rel in self._paths:
-            if escapes(rel.split("/"), self._links, follow_last=False):
-                self.problems.append(
-                    f"{self.root}/{rel}: leads through a symlink outside"
-                )
-        if self.problems:
+        """Check the links; raise UnsafeArchiveError if anything is unsafe."""
+        self._check_links()
+        if self.count:
             shown = "; ".join(self.problems[:_SHOWN])
-            more = len(self.problems) - _SHOWN
+            more = self.count - min(self.count, _SHOWN)
             raise UnsafeArchiveError(
                 f"The backup has unsafe members and was not extracted: {shown}"
                 + (f" (and {more} more)" if more > 0 else ""),
-                count=str(len(self.problems)),
+                count=str(self.count),
             )

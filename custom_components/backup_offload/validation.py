@@ -7,9 +7,11 @@ from pathlib import PurePosixPath
 import re
 
 # Home Assistant's and the Supervisor's backup ids are short slugs; anything
-# with a path separator, a dot-dot or a control character is refused before
-# it gets near the file system.
-_BACKUP_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
+# with a path separator, a dot, a control character or any other character
+# is refused before it gets near the file system: Home Assistant's own
+# restore names a file after the id. Longer ids (other tools) are accepted;
+# file names carry a shortened form (``metadata.id_part``).
+_BACKUP_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,511}")
 
 
 def is_valid_backup_id(backup_id: str) -> bool:

@@ -182,6 +182,32 @@ def build_archive(
     return path
 
 
+Member = tuple[tarfile.TarInfo, bytes | None]
+
+
+def inner_tar(members: list[Member], *, compress: bool = True) -> bytes:
+    """Return an unencrypted inner archive with exactly these members."""
+    buffer = io.BytesIO()
+    with tarfile.open(
+        fileobj=buffer, mode="w:gz" if compress else "w:", format=tarfile.PAX_FORMAT
+    ) as tar:
+        for header, data in members:
+            tar.addfile(header, io.BytesIO(data) if data is not None else None)
+    return buffer.getvalue()
+
+
+def raw_archive(path: Path, members: list[Member]) -> Path:
+    """Write an outer tar with exactly these members, whatever they are.
+
+    For archives the engine would never write: links, duplicates, extra
+    members. ``member`` builds each one; ``inner_tar`` an inner archive.
+    """
+    with tarfile.open(path, "w", format=tarfile.PAX_FORMAT) as tar:
+        for header, data in members:
+            tar.addfile(header, io.BytesIO(data) if data is not None else None)
+    return path
+
+
 def outer_members(path: Path) -> list[tarfile.TarInfo]:
     """Return the outer tar's members."""
     with tarfile.open(path, "r:") as tar:

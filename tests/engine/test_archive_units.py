@@ -10,13 +10,14 @@ import importlib
 import io
 import os
 from pathlib import Path, PurePosixPath
+import re
 import stat
 import tarfile
 from typing import Any
 
 import pytest
 
-from custom_components.backup_offload import archive, extract, snapshot
+from custom_components.backup_offload import archive, archive_read, extract, snapshot
 from custom_components.backup_offload.archive import (
     create_backup,
     extract_backup,
@@ -389,14 +390,14 @@ def _outer(path: Path, members: list[tuple[str, bytes | None]]) -> Path:
 def _inner_tar() -> bytes:
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
-        tar.addfile(tarfile.TarInfo("data"), None)
+        tar.addfile(member("data", kind=tarfile.DIRTYPE)[0], None)
         info, data = member("data/a.txt", b"a")
         tar.addfile(info, io.BytesIO(data or b""))
     return buffer.getvalue()
 
 
 def test_supervisor_layout(tmp_path: Path) -> None:
-    """Add-on archives, folders and other members are read, not extracted."""
+    """Add-on and folder archives are read, not extracted."""
     import json
 
     inner = _inner_tar()
@@ -404,14 +405,56 @@ def test_supervisor_layout(tmp_path: Path) -> None:
         tmp_path / "sup.tar",
         [
             ("./addon_core_ssh.tar.gz", inner),
-            ("./share", None),
-            ("./notes.txt", b"hello"),
+            ("./share.tar.gz", inner),
             ("./homeassistant.tar.gz", inner),
             ("./backup.json", json.dumps(backup_json()).encode()),
         ],
     )
-    assert verify_backup(path, None).members == 4
+    assert verify_backup(path, None).members == 6
     assert extract_backup(path, tmp_path / "out", None) == ["a.txt"]
+
+
+@pytest.mark.parametrize(
+    ("extra", "problem"),
+    [
+        (("./share", None), "unexpected member './share'"),
+        (("./notes.txt", b"hello"), "unexpected member './notes.txt'"),
+        (
+            ("./homeassistant.tar.gz", b"x"),
+            "homeassistant.tar.gz is in the archive twice",
+        ),
+        (
+            ("homeassistant.tar.gz", b"x"),
+            "homeassistant.tar.gz is in the archive twice",
+        ),
+        (("./homeassistant.tar", b"x"), "both homeassistant.tar and"),
+        (("sub/other.tar.gz", b"x"), "unexpected member"),
+    ],
+)
+def test_outer_layout_refused(
+    tmp_path: Path, extra: tuple[str, bytes | None], problem: str
+) -> None:
+    """Anything beside backup.json and inner archives makes the backup invalid.
+
+    Home Assistant's restore extracts the whole outer tar, links included:
+    what is not known-good is not restorable, and not even listed.
+    """
+    import json
+
+    from custom_components.backup_offload.errors import InvalidBackupError
+    from custom_components.backup_offload.metadata import read_backup_info
+
+    path = _outer(
+        tmp_path / "odd.tar",
+        [
+            ("./backup.json", json.dumps(backup_json()).encode()),
+            ("./homeassistant.tar.gz", _inner_tar()),
+            extra,
+        ],
+    )
+    for read in (read_backup_info, lambda p: verify_backup(p, None)):
+        with pytest.raises(InvalidBackupError, match=re.escape(problem)):
+            read(path)
 
 
 def test_damaged_header_after_a_pax_header(tmp_path: Path) -> None:
@@ -436,13 +479,13 @@ def test_damaged_header_after_a_pax_header(tmp_path: Path) -> None:
         verify_backup(path, None)
 
 
-def test_many_members_without_backup_json(tmp_path: Path) -> None:
-    """Metadata is looked for in the first members only."""
+def test_many_members_refused(tmp_path: Path) -> None:
+    """An outer tar with more members than any backup has is not a backup."""
     from custom_components.backup_offload.errors import InvalidBackupError
     from custom_components.backup_offload.metadata import read_backup_info
 
-    path = _outer(tmp_path / "many.tar", [(f"f{i}", b"x") for i in range(70)])
-    with pytest.raises(InvalidBackupError, match=r"no backup\.json"):
+    path = _outer(tmp_path / "many.tar", [(f"f{i}.tar.gz", b"x") for i in range(70)])
+    with pytest.raises(InvalidBackupError, match="more than 64 members"):
         read_backup_info(path)
 
 
@@ -451,14 +494,14 @@ def test_open_error_is_unreachable(
 ) -> None:
     """EACCES/EIO opening the archive: the location is the problem."""
     path = build_archive(tmp_path / "a.tar", [member("data", kind=tarfile.DIRTYPE)])
-    real_open = Path.open
+    real_open = archive_read.open_regular
 
-    def opener(self: Path, mode: str = "r", *args: Any, **kwargs: Any) -> Any:
-        if self == path:
+    def opener(name: Path, **kwargs: Any) -> Any:
+        if name == path:
             raise OSError(errno.EIO, "Input/output error")
-        return real_open(self, mode, *args, **kwargs)
+        return real_open(name, **kwargs)
 
-    monkeypatch.setattr(Path, "open", opener)
+    monkeypatch.setattr(archive_read, "open_regular", opener)
     with pytest.raises(LocationUnavailableError):
         verify_backup(path, None)
 

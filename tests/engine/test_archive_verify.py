@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from custom_components.backup_offload import securetar_compat
+from custom_components.backup_offload import archive_read, securetar_compat
 from custom_components.backup_offload.archive import (
     create_backup,
     extract_backup,
@@ -406,7 +406,7 @@ def test_io_error_while_reading(
     It comes after some data was read (and hashed): no thread is left.
     """
     path = make_backup(small_config, location, None, True)
-    real_open = Path.open
+    real_open = archive_read.open_regular
 
     class Failing(io.FileIO):
         def readinto(self, buffer: Any) -> int:
@@ -414,12 +414,12 @@ def test_io_error_while_reading(
                 raise OSError(5, "Input/output error")
             return super().readinto(memoryview(buffer)[:1000])
 
-    def opener(self: Path, mode: str = "r", *args: object, **kwargs: object) -> object:
-        if self == path:
+    def opener(name: Path, **kwargs: Any) -> object:
+        if name == path:
             return io.BufferedReader(Failing(path))
-        return real_open(self, mode, *args, **kwargs)  # type: ignore[call-overload]
+        return real_open(name, **kwargs)
 
-    monkeypatch.setattr(Path, "open", opener)
+    monkeypatch.setattr(archive_read, "open_regular", opener)
     with pytest.raises(LocationUnavailableError, match="Input/output"):
         verify_backup(path, None)
     assert [t.name for t in threading.enumerate() if "backup_offload" in t.name] == []
@@ -430,13 +430,13 @@ def test_sidecar_io_error(
 ) -> None:
     """An I/O error reading the sidecar is LocationUnavailableError."""
     path = make_backup(small_config, location, None, True)
-    real_open = Path.open
+    real_open = archive_read.open_regular
 
-    def opener(self: Path, mode: str = "r", *args: object, **kwargs: object) -> object:
-        if self.name.endswith(".sha256"):
+    def opener(name: Path, **kwargs: Any) -> object:
+        if name.name.endswith(".sha256"):
             raise OSError(5, "Input/output error")
-        return real_open(self, mode, *args, **kwargs)  # type: ignore[call-overload]
+        return real_open(name, **kwargs)
 
-    monkeypatch.setattr(Path, "open", opener)
+    monkeypatch.setattr(archive_read, "open_regular", opener)
     with pytest.raises(LocationUnavailableError):
         verify_backup(path, None)

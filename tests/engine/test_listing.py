@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from custom_components.backup_offload import listing
+from custom_components.backup_offload import listing, metadata
 from custom_components.backup_offload.archive import (
     TEMP_PREFIX,
     BackupInfo,
@@ -180,7 +180,7 @@ def test_backup_json_directory_or_huge(location: Path) -> None:
         info = tarfile.TarInfo("./backup.json")
         info.type = tarfile.DIRTYPE
         tar.addfile(info)
-    with pytest.raises(InvalidBackupError, match="small file"):
+    with pytest.raises(InvalidBackupError, match=r"backup\.json is not a regular file"):
         read_backup_info(path)
     huge = json.dumps(backup_json(padding="x" * (2 << 20))).encode()
     path = build_archive(location / "huge.tar", SAFE, metadata=huge)
@@ -207,10 +207,10 @@ def test_missing_and_unreadable(
         read_backup_info(location / "gone.tar")
     path = make(location, "ok.tar")
 
-    def failing(self: Path, *args: Any, **kwargs: Any) -> Any:
+    def failing(*args: Any, **kwargs: Any) -> Any:
         raise OSError(errno.EIO, "Input/output error")
 
-    monkeypatch.setattr(Path, "open", failing)
+    monkeypatch.setattr(metadata, "open_regular", failing)
     with pytest.raises(LocationUnavailableError) as caught:
         read_backup_info(path)
     assert caught.value.location_reason == "unreachable"
@@ -240,9 +240,16 @@ def test_scan(populated: Path) -> None:
     """Valid backups newest first (by instant), invalid ones with a reason."""
     result = BackupScanner().scan(populated)
     assert [b.backup_id for b in result.backups] == ["new", "mid", "old"]
-    assert sorted(result.invalid) == ["broken.tar", "nometa.tar"]
+    assert sorted(result.invalid) == [
+        "broken.tar",
+        "folder.tar",
+        "link.tar",
+        "nometa.tar",
+    ]
     assert "not a tar" in result.invalid["broken.tar"]
     assert "JSON" in result.invalid["nometa.tar"]
+    assert "is a directory" in result.invalid["folder.tar"]
+    assert "is a symbolic link" in result.invalid["link.tar"]
 
 
 def test_rescan_without_changes_opens_nothing(

@@ -29,10 +29,15 @@ from custom_components.backup_offload import (
     restore_partial,
     restore_preview,
 )
-from custom_components.backup_offload.archive import BackupInfo, create_backup
+from custom_components.backup_offload.archive import (
+    BackupInfo,
+    create_backup,
+    read_backup_info,
+)
 from custom_components.backup_offload.errors import (
     BackupNotFoundError,
     CorruptBackupError,
+    InvalidBackupError,
     LocationUnavailableError,
     UnsafeArchiveError,
     WrongPasswordError,
@@ -221,7 +226,7 @@ def test_stage_checksum(config: Path, location: Path, target: Path) -> None:
         restore_full.stage(path, info, None, config_dir=target, is_newer=never_newer)
     sidecar.unlink()
     sidecar.mkdir()
-    with pytest.raises(LocationUnavailableError):
+    with pytest.raises(CorruptBackupError, match="is a directory"):
         restore_full.stage(path, info, None, config_dir=target, is_newer=never_newer)
     assert not (target / STAGING_DIR).exists()
 
@@ -238,7 +243,11 @@ def test_read_sidecar(tmp_path: Path) -> None:
         restore_full._read_sidecar(archive)
     sidecar.unlink()
     sidecar.mkdir()
-    with pytest.raises(LocationUnavailableError):
+    with pytest.raises(CorruptBackupError, match="is a directory"):
+        restore_full._read_sidecar(archive)
+    sidecar.rmdir()
+    os.mkfifo(sidecar)  # a FIFO: opening it would wait forever for a writer
+    with pytest.raises(CorruptBackupError, match="is a FIFO"):
         restore_full._read_sidecar(archive)
 
 
@@ -313,13 +322,21 @@ def test_check_version() -> None:
 
 
 def test_check_start(location: Path) -> None:
-    """The inner archive must be named as Home Assistant's restore expects."""
-    info, path = crafted(
-        location,
+    """The inner archive must be named as Home Assistant's restore expects.
+
+    The listing already refuses such a backup; ``check_start`` checks the
+    file it is given again (it may have changed since).
+    """
+    info, _ = crafted(location, [member("data/a.yaml", b"a: 1\n")])
+    path = build_archive(
+        location / "renamed.tar",
         [member("data/a.yaml", b"a: 1\n")],
         compress=True,
+        metadata=backup_json(compressed=True),
         inner_name="homeassistant.tar",
     )
+    with pytest.raises(InvalidBackupError, match=r"looks for homeassistant\.tar\.gz"):
+        read_backup_info(path)
     with pytest.raises(NotRestorableError, match=r"looks for homeassistant\.tar\.gz"):
         restore.check_start(path, info, None)
 
