@@ -6,11 +6,18 @@ from pathlib import Path
 
 from homeassistant.const import STATE_UNAVAILABLE
 from homeassistant.core import HomeAssistant
-from homeassistant.helpers import device_registry as dr, entity_registry as er
+from homeassistant.exceptions import HomeAssistantError
+from homeassistant.helpers import (
+    device_registry as dr,
+    entity_registry as er,
+    issue_registry as ir,
+)
 import pytest
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
 from custom_components.backup_offload.const import DOMAIN
+
+from .common import call, run
 
 # entity_id: (translation_key, device_class, entity_category, unit)
 DIAGNOSTIC = "diagnostic"
@@ -103,3 +110,49 @@ async def test_down_location(
     assert connected.attributes["reason"] == "not_found"
     assert hass.states.get("sensor.nas_state").state == "idle"
     assert hass.states.get("sensor.nas_last_failure").state == "unknown"
+
+
+def _tree(path: Path) -> dict[str, tuple[int, int]]:
+    """Return every path below ``path`` with its size and modification time."""
+    return {
+        str(entry.relative_to(path)): (entry.lstat().st_size, entry.lstat().st_mtime_ns)
+        for entry in path.rglob("*")
+    }
+
+
+async def test_location_swapped_for_link_into_config(
+    hass: HomeAssistant,
+    init_integration: MockConfigEntry,
+    location_dir: Path,
+    ha_config_dir: Path,
+) -> None:
+    """After setup the location becomes a link to the configuration: refused.
+
+    The probe before each operation checks the real path again; the
+    location is reported down with its own reason.
+    """
+    assert hass.states.get("binary_sensor.nas_connected").state == "on"
+    await run(hass, location_dir.rmdir)
+    await run(hass, location_dir.symlink_to, ha_config_dir)
+    before = await run(hass, _tree, ha_config_dir)
+
+    with pytest.raises(HomeAssistantError) as err:
+        await call(hass, "create", init_integration)
+    assert err.value.translation_key == "location_inside_config"
+    assert "leads into the Home Assistant configuration directory" in str(err.value)
+    assert await run(hass, _tree, ha_config_dir) == before
+
+    connected = hass.states.get("binary_sensor.nas_connected")
+    assert connected.state == "off"
+    assert connected.attributes["reason"] == "inside_config"
+    issue = ir.async_get(hass).async_get_issue(
+        DOMAIN, f"location_unavailable_{init_integration.entry_id}"
+    )
+    assert issue is not None
+    assert issue.translation_placeholders["reason"] == "inside_config"
+
+    # The next refresh says the same; the backups sensor has nothing to show.
+    await init_integration.runtime_data.coordinator.async_refresh()
+    assert hass.states.get("binary_sensor.nas_connected").state == "off"
+    assert hass.states.get("sensor.nas_backups").state == STATE_UNAVAILABLE
+    assert await run(hass, _tree, ha_config_dir) == before
