@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 import errno
+import os
 from pathlib import Path
+import shutil
 import subprocess
 import sys
+import tempfile
 import traceback
 from unittest.mock import patch
 
-from homeassistant.config_entries import SOURCE_USER
+from homeassistant.config_entries import SOURCE_USER, ConfigFlowResult
 from homeassistant.core import HomeAssistant
 from homeassistant.data_entry_flow import FlowResultType, InvalidData
 import pytest
@@ -29,7 +33,7 @@ from custom_components.backup_offload.const import (
 )
 
 from .common import in_executor, run
-from .mounts import fuse_passthrough, read_only, tmpfs
+from .mounts import fuse_passthrough, loop_ext4, read_only, tmpfs
 
 
 @pytest.fixture(autouse=True)
@@ -48,8 +52,9 @@ async def _start(hass: HomeAssistant) -> str:
 
 
 async def test_user_flow_on_a_mount(hass: HomeAssistant, tmp_path: Path) -> None:
-    """A mounted share is accepted with the mount requirement on."""
-    async with in_executor(hass, tmpfs(tmp_path / "nas")) as nas:
+    """A mounted disk is accepted with the mount requirement on."""
+    image = tmp_path / "disk.img"
+    async with in_executor(hass, loop_ext4(tmp_path / "nas", image)) as nas:
         flow_id = await _start(hass)
         result = await hass.config_entries.flow.async_configure(
             flow_id, {"name": "NAS", CONF_PATH: str(nas), CONF_REQUIRE_MOUNT: True}
@@ -59,6 +64,100 @@ async def test_user_flow_on_a_mount(hass: HomeAssistant, tmp_path: Path) -> None
         assert result["data"] == {CONF_PATH: str(nas), CONF_REQUIRE_MOUNT: True}
         assert result["result"].unique_id == str(nas)
         await hass.config_entries.async_unload(result["result"].entry_id)
+
+
+async def _confirm_in_ram(
+    hass: HomeAssistant, result: ConfigFlowResult, path: Path
+) -> ConfigFlowResult:
+    """Check the warning about a location in memory, and accept it."""
+    assert result["type"] is FlowResultType.FORM
+    assert result["step_id"] == "in_ram"
+    assert result["description_placeholders"] == {
+        "path": str(path),
+        "file_system": "tmpfs",
+    }
+    return await hass.config_entries.flow.async_configure(result["flow_id"], {})
+
+
+async def test_user_flow_warns_about_a_ram_disk(
+    hass: HomeAssistant, tmp_path: Path
+) -> None:
+    """A tmpfs is accepted, after a warning that its backups vanish at boot."""
+    async with in_executor(hass, tmpfs(tmp_path / "nas")) as nas:
+        flow_id = await _start(hass)
+        result = await hass.config_entries.flow.async_configure(
+            flow_id, {"name": "NAS", CONF_PATH: str(nas), CONF_REQUIRE_MOUNT: True}
+        )
+        assert hass.config_entries.async_entries(DOMAIN) == []
+        result = await _confirm_in_ram(hass, result, nas)
+        assert result["type"] is FlowResultType.CREATE_ENTRY
+        assert result["title"] == "NAS"
+        assert result["data"] == {CONF_PATH: str(nas), CONF_REQUIRE_MOUNT: True}
+        assert result["result"].unique_id == str(nas)
+        await hass.config_entries.async_unload(result["result"].entry_id)
+
+
+@pytest.fixture
+def in_dev_shm() -> Iterator[Path]:
+    """Return a new directory in /dev/shm; remove it after the test."""
+    path = Path(tempfile.mkdtemp(prefix="backup_offload_test.", dir="/dev/shm"))
+    yield path
+    shutil.rmtree(path)
+
+
+@pytest.mark.parametrize("path", ["/dev", "/dev/shm", "/run", "/var/run", "below"])
+@pytest.mark.parametrize("require_mount", [True, False])
+async def test_user_flow_refuses_system_folders_in_memory(
+    hass: HomeAssistant,
+    location_dir: Path,
+    in_dev_shm: Path,
+    path: str,
+    require_mount: bool,
+) -> None:
+    """/dev, /dev/shm and /run (and below) are refused: RAM of the system."""
+    if path == "below":
+        path = str(in_dev_shm)
+    flow_id = await _start(hass)
+    result = await hass.config_entries.flow.async_configure(
+        flow_id, {"name": "NAS", CONF_PATH: path, CONF_REQUIRE_MOUNT: require_mount}
+    )
+    assert result["errors"] == {CONF_PATH: "system_folder"}
+    assert await run(hass, os.listdir, in_dev_shm) == []
+    result = await hass.config_entries.flow.async_configure(
+        flow_id,
+        {"name": "NAS", CONF_PATH: str(location_dir), CONF_REQUIRE_MOUNT: False},
+    )
+    assert result["type"] is FlowResultType.CREATE_ENTRY
+
+
+def _long_directory(base: Path, length: int) -> Path:
+    """Create a real directory whose path is ``length`` bytes long."""
+    path = base / "long"
+    while len(os.fsencode(path)) + 201 <= length:
+        path /= "d" * 200
+    path /= "d" * (length - len(os.fsencode(path)) - 1)
+    path.mkdir(parents=True)
+    return path
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        pytest.param(lambda tmp: tmp / ("x" * 256), id="name-too-long"),
+        pytest.param(lambda tmp: tmp / (("d" * 200 + "/") * 21), id="beyond-path-max"),
+        pytest.param(lambda tmp: _long_directory(tmp, 3900), id="no-room-for-names"),
+    ],
+)
+async def test_user_flow_path_too_long(
+    hass: HomeAssistant, tmp_path: Path, make: Callable[[Path], Path]
+) -> None:
+    """A path too long, or without room for file names, has its own error."""
+    path = await run(hass, make, tmp_path)
+    flow_id = await _start(hass)
+    result = await hass.config_entries.flow.async_configure(
+        flow_id, {"name": "NAS", CONF_PATH: str(path), CONF_REQUIRE_MOUNT: False}
+    )
+    assert result["errors"] == {CONF_PATH: "path_too_long"}
 
 
 async def test_user_flow_resolves_symlinks(
@@ -161,6 +260,7 @@ async def test_user_flow_full_disk(hass: HomeAssistant, tmp_path: Path) -> None:
         result = await hass.config_entries.flow.async_configure(
             flow_id, {"name": "NAS", CONF_PATH: str(nas), CONF_REQUIRE_MOUNT: True}
         )
+        result = await _confirm_in_ram(hass, result, nas)
         assert result["type"] is FlowResultType.CREATE_ENTRY
         await hass.config_entries.async_unload(result["result"].entry_id)
 
@@ -281,12 +381,18 @@ async def test_reconfigure(
 async def test_reconfigure_same_path(
     hass: HomeAssistant, init_integration: MockConfigEntry, location_dir: Path
 ) -> None:
-    """Keeping the path and changing the mount requirement is allowed."""
+    """Keeping the path and changing the mount requirement is allowed.
+
+    The location is now a tmpfs: the flow warns before it changes anything.
+    """
     result = await init_integration.start_reconfigure_flow(hass)
     async with in_executor(hass, tmpfs(location_dir)):
         result = await hass.config_entries.flow.async_configure(
             result["flow_id"], {CONF_PATH: str(location_dir), CONF_REQUIRE_MOUNT: True}
         )
+        assert init_integration.data[CONF_REQUIRE_MOUNT] is False
+        result = await _confirm_in_ram(hass, result, location_dir)
+        assert result["type"] is FlowResultType.ABORT
         assert result["reason"] == "reconfigure_successful"
         await hass.async_block_till_done()
         assert init_integration.data[CONF_REQUIRE_MOUNT] is True

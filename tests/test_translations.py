@@ -50,7 +50,8 @@ def test_exceptions_translated() -> None:
     used |= set(re.findall(r'_invalid\(\s*"([a-z_]+)"', RAISING))
     used |= {f"location_{r}" for r in (
         "not_found", "not_a_directory", "not_a_mount", "not_writable",
-        "unreachable", "not_responding",
+        "unreachable", "not_responding", "inside_config", "system_folder",
+        "path_too_long",
     )}  # fmt: skip
     used |= set(
         re.findall(r'reason = "([a-z_]+)"', (PACKAGE / "errors.py").read_text())

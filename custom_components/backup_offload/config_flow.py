@@ -8,6 +8,7 @@ from functools import partial
 from typing import Any
 
 from homeassistant.config_entries import (
+    SOURCE_RECONFIGURE,
     ConfigEntry,
     ConfigFlow,
     ConfigFlowResult,
@@ -45,12 +46,12 @@ from .const import (
     LOGGER,
     PROBE_TIMEOUT,
 )
-from .location import LocationConfigError, validate_location
+from .location import LocationConfigError, LocationStatus, validate_location
 from .validation import is_valid_glob
 
 # Checks of a path still running in the executor, by (path, require mount):
 # a share that hangs holds one thread, however often the user submits it.
-_VALIDATING: HassKey[dict[tuple[str, bool], asyncio.Future[str]]] = HassKey(
+_VALIDATING: HassKey[dict[tuple[str, bool], asyncio.Future[LocationStatus]]] = HassKey(
     f"{DOMAIN}_validating"
 )
 
@@ -78,9 +79,9 @@ def _location_schema(defaults: dict[str, Any], *, with_name: bool) -> vol.Schema
 
 
 def _forget(
-    validating: dict[tuple[str, bool], asyncio.Future[str]],
+    validating: dict[tuple[str, bool], asyncio.Future[LocationStatus]],
     key: tuple[str, bool],
-    job: asyncio.Future[str],
+    job: asyncio.Future[LocationStatus],
 ) -> None:
     """Drop a finished check; its error was shown, or nobody waits any more."""
     validating.pop(key, None)
@@ -93,10 +94,16 @@ class BackupOffloadConfigFlow(ConfigFlow, domain=DOMAIN):
 
     VERSION = 1
 
+    def __init__(self) -> None:
+        """Start with nothing checked."""
+        self._title = ""
+        self._data: dict[str, Any] = {}
+        self._file_system = ""
+
     async def _async_validate(
         self, user_input: dict[str, Any]
-    ) -> tuple[str | None, dict[str, str]]:
-        """Check the location in one executor job; return its real path.
+    ) -> tuple[LocationStatus | None, dict[str, str]]:
+        """Check the location in one executor job; return the probe's status.
 
         A share that does not answer within ``PROBE_TIMEOUT`` is reported as
         not responding; its check keeps its thread until the share answers
@@ -120,13 +127,51 @@ class BackupOffloadConfigFlow(ConfigFlow, domain=DOMAIN):
         if not done:
             return None, {CONF_PATH: "not_responding"}
         try:
-            real_path = job.result()
+            status = job.result()
         except LocationConfigError as err:
             return None, {CONF_PATH: err.reason}
         except Exception:  # noqa: BLE001 - the flow shows "unknown", the log has it
             LOGGER.exception("Unexpected error while checking a location")
             return None, {"base": "unknown"}
-        return real_path, {}
+        return status, {}
+
+    async def _async_accept(
+        self, status: LocationStatus, user_input: dict[str, Any]
+    ) -> ConfigFlowResult:
+        """Remember the checked location; ask first when it is in memory."""
+        self._file_system = str(status.file_system)
+        self._data = {
+            CONF_PATH: status.path,
+            CONF_REQUIRE_MOUNT: user_input[CONF_REQUIRE_MOUNT],
+        }
+        if status.in_ram:
+            return await self.async_step_in_ram()
+        return self._async_finish()
+
+    async def async_step_in_ram(
+        self, user_input: dict[str, Any] | None = None
+    ) -> ConfigFlowResult:
+        """Warn that backups in a RAM disk vanish at the next boot."""
+        if user_input is not None:
+            return self._async_finish()
+        return self.async_show_form(
+            step_id="in_ram",
+            description_placeholders={
+                "path": self._data[CONF_PATH],
+                "file_system": self._file_system,
+            },
+        )
+
+    @callback
+    def _async_finish(self) -> ConfigFlowResult:
+        """Add the location, or change the one being reconfigured."""
+        if self.source == SOURCE_RECONFIGURE:
+            return self.async_update_reload_and_abort(
+                self._get_reconfigure_entry(),
+                unique_id=self._data[CONF_PATH],
+                data_updates=self._data,
+            )
+        return self.async_create_entry(title=self._title, data=self._data)
 
     async def async_step_user(
         self, user_input: dict[str, Any] | None = None
@@ -134,17 +179,12 @@ class BackupOffloadConfigFlow(ConfigFlow, domain=DOMAIN):
         """Ask for a name and a path, and check the path."""
         errors: dict[str, str] = {}
         if user_input is not None:
-            real_path, errors = await self._async_validate(user_input)
-            if real_path is not None:
-                await self.async_set_unique_id(real_path)
+            status, errors = await self._async_validate(user_input)
+            if status is not None:
+                await self.async_set_unique_id(status.path)
                 self._abort_if_unique_id_configured()
-                return self.async_create_entry(
-                    title=user_input[CONF_NAME].strip() or real_path,
-                    data={
-                        CONF_PATH: real_path,
-                        CONF_REQUIRE_MOUNT: user_input[CONF_REQUIRE_MOUNT],
-                    },
-                )
+                self._title = user_input[CONF_NAME].strip() or status.path
+                return await self._async_accept(status, user_input)
         return self.async_show_form(
             step_id="user",
             data_schema=_location_schema(user_input or {}, with_name=True),
@@ -158,19 +198,12 @@ class BackupOffloadConfigFlow(ConfigFlow, domain=DOMAIN):
         entry = self._get_reconfigure_entry()
         errors: dict[str, str] = {}
         if user_input is not None:
-            real_path, errors = await self._async_validate(user_input)
-            if real_path is not None:
-                await self.async_set_unique_id(real_path)
-                if real_path != entry.unique_id:
+            status, errors = await self._async_validate(user_input)
+            if status is not None:
+                await self.async_set_unique_id(status.path)
+                if status.path != entry.unique_id:
                     self._abort_if_unique_id_configured()
-                return self.async_update_reload_and_abort(
-                    entry,
-                    unique_id=real_path,
-                    data_updates={
-                        CONF_PATH: real_path,
-                        CONF_REQUIRE_MOUNT: user_input[CONF_REQUIRE_MOUNT],
-                    },
-                )
+                return await self._async_accept(status, user_input)
         return self.async_show_form(
             step_id="reconfigure",
             data_schema=_location_schema(

@@ -5,9 +5,16 @@ from __future__ import annotations
 from homeassistant.helpers.device_registry import DeviceEntryType, DeviceInfo
 from homeassistant.helpers.entity import EntityDescription
 from homeassistant.helpers.update_coordinator import CoordinatorEntity
+from homeassistant.util import slugify
 
-from .const import DOMAIN
+from .const import CONF_PATH, DOMAIN
 from .coordinator import BackupOffloadConfigEntry, BackupOffloadCoordinator
+
+
+def _leaves_a_slug(name: str) -> bool:
+    """Return True when ``name`` leaves something in an entity id."""
+    # slugify turns an empty result into "unknown": test the name with a word.
+    return slugify(f"{name} x") != "x"
 
 
 class BackupOffloadEntity(CoordinatorEntity[BackupOffloadCoordinator]):
@@ -33,6 +40,20 @@ class BackupOffloadEntity(CoordinatorEntity[BackupOffloadCoordinator]):
             model="Backup location",
             entry_type=DeviceEntryType.SERVICE,
         )
+        # Entity ids are the device name and the entity name. A name of only
+        # emoji or punctuation leaves nothing ("sensor.state"): the ids then
+        # start with the integration and the path. Names shown stay the user's.
+        self._object_id_prefix = (
+            None if _leaves_a_slug(entry.title) else f"{DOMAIN} {entry.data[CONF_PATH]}"
+        )
+
+    @property
+    def suggested_object_id(self) -> str | None:
+        """Return the entity name, after the prefix the device name needs."""
+        name = super().suggested_object_id
+        if self._object_id_prefix is None:
+            return name
+        return " ".join(filter(None, (self._object_id_prefix, name)))
 
     @property
     def available(self) -> bool:

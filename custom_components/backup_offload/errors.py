@@ -62,7 +62,8 @@ class LocationUnavailableError(BackupOffloadError):
     """The location cannot be used right now (not mounted, gone, hung, ...).
 
     ``location_reason`` says why: ``not_found``, ``not_a_directory``,
-    ``not_a_mount``, ``not_writable``, ``unreachable``, ``not_responding``.
+    ``not_a_mount``, ``not_writable``, ``unreachable``, ``not_responding``,
+    ``path_too_long``, ``inside_config``, ``system_folder``.
     """
 
     reason = "location_unavailable"

@@ -46,6 +46,18 @@ SIDECAR_SUFFIX = ".sha256"
 # Where the kernel lists the mount points of this process's mount namespace.
 MOUNTINFO = "/proc/self/mountinfo"
 
+# File systems held in memory: what is written there is gone at the next boot.
+RAM_FILE_SYSTEMS = frozenset({"tmpfs", "ramfs"})
+
+# The system's own folders in memory. Backups there vanish at the next boot
+# (and /dev is the kernel's device nodes), so they are refused whatever the
+# file system type says (in a container, /dev is often a plain tmpfs).
+SYSTEM_FOLDERS = ("/dev", "/dev/shm", "/run")  # noqa: S108 - refused, not used
+
+# Linux's limits (limits.h): a whole path with its final NUL, one name.
+_PATH_MAX = 4096
+_NAME_MAX = 255
+
 # The config flow's error keys for a path: the reasons ``validate_location``
 # reports, and ``not_responding`` when it does not return in time.
 CONFIG_REASONS = (
@@ -55,6 +67,8 @@ CONFIG_REASONS = (
     "not_writable",
     "not_a_mount",
     "inside_config",
+    "system_folder",
+    "path_too_long",
     "unreachable",
     "not_responding",
     "no_space",
@@ -92,6 +106,26 @@ class LocationStatus:
     free_bytes: int
     """Bytes available to this process (not counting root's reserve)."""
     total_bytes: int
+    file_system: str | None = None
+    """The mount table's type of the file system (``nfs4``, ``tmpfs``, ...)."""
+
+    @property
+    def in_ram(self) -> bool:
+        """Return True when the location's backups vanish at the next boot."""
+        return self.file_system in RAM_FILE_SYSTEMS
+
+
+@dataclass(frozen=True, slots=True)
+class _Mount:
+    """One line of the mount table."""
+
+    point: bytes
+    file_system: str
+
+
+def _contains[P: (str, bytes)](outer: P, inner: P) -> bool:
+    """Return True when real path ``inner`` is ``outer`` or below it."""
+    return os.path.commonpath((outer, inner)) == outer
 
 
 def _errno_name(err: OSError) -> str:
@@ -112,6 +146,8 @@ def _unavailable(path: str, err: OSError, *, writing: bool) -> BackupOffloadErro
         return InsufficientSpaceError(_describe(path, err), path=path)
     if err.errno in (errno.ENOENT, errno.ENOTDIR):
         reason = "not_found"
+    elif err.errno == errno.ENAMETOOLONG:
+        reason = "path_too_long"
     elif writing and err.errno in _NOT_WRITABLE_ERRNOS:
         reason = "not_writable"
     else:
@@ -126,25 +162,53 @@ def _unescape_mountinfo(field: bytes) -> bytes:
     return _MOUNTINFO_ESCAPE.sub(lambda m: bytes([int(m.group(1), 8)]), field)
 
 
-def _listed_mount_points() -> frozenset[bytes] | None:
-    """Return the mount points of this mount namespace, or None if unknown.
+def _mount_table() -> list[_Mount] | None:
+    """Return the mounts of this mount namespace in mount order, or None.
 
-    Bytes, because a mount point is not necessarily valid UTF-8.
+    Mount points are bytes, because they are not necessarily valid UTF-8.
     """
     try:
         content = Path(MOUNTINFO).read_bytes()
     except OSError:
         # No /proc (unusual chroot): fall back to the device comparison alone.
         return None
-    points: set[bytes] = set()
+    mounts: list[_Mount] = []
     for line in content.splitlines():
         fields = line.split(b" ")
-        if len(fields) > 4:
-            points.add(_unescape_mountinfo(fields[4]))
-    return frozenset(points)
+        if len(fields) <= 4:
+            continue
+        # The type follows the "-" that ends the optional fields (from the 7th).
+        try:
+            file_system = fields[fields.index(b"-", 6) + 1]
+        except (ValueError, IndexError):
+            file_system = b""
+        mounts.append(
+            _Mount(
+                _unescape_mountinfo(fields[4]),
+                os.fsdecode(_unescape_mountinfo(file_system)),
+            )
+        )
+    return mounts
 
 
-def _is_mount_point(real_path: str, path_stat: os.stat_result) -> bool:
+def _holding_mount(real_path: str, table: list[_Mount] | None) -> _Mount | None:
+    """Return the mount that holds ``real_path``: the longest mount point above it.
+
+    Of mounts stacked on one point the last listed is the visible one.
+    """
+    path = os.fsencode(real_path)
+    holder: _Mount | None = None
+    for mount in table or ():
+        if _contains(mount.point, path) and (
+            holder is None or len(mount.point) >= len(holder.point)
+        ):
+            holder = mount
+    return holder
+
+
+def _is_mount_point(
+    real_path: str, path_stat: os.stat_result, table: list[_Mount] | None
+) -> bool:
     """Return True when ``real_path`` (no symlinks) is a mount point.
 
     Like the Supervisor: a mount point has another device than its parent,
@@ -154,8 +218,8 @@ def _is_mount_point(real_path: str, path_stat: os.stat_result) -> bool:
     parent = Path(real_path, os.pardir).stat()
     if path_stat.st_dev != parent.st_dev or path_stat.st_ino == parent.st_ino:
         return True
-    listed = _listed_mount_points()
-    return listed is not None and os.fsencode(real_path) in listed
+    path = os.fsencode(real_path)
+    return table is not None and any(mount.point == path for mount in table)
 
 
 @contextmanager
@@ -218,6 +282,65 @@ def _check_not_on_config_device(
         )
 
 
+def _check_place(
+    shown: str, real: str, holder: _Mount | None, config_dir: str | None
+) -> None:
+    """Refuse a real path that is not a place for backups, whatever it is called.
+
+    Run before each operation, not only in the config flow: a location can
+    be replaced by a symlink to such a place after it was set up.
+    """
+    # Room below it for a name, the "/" before it and the final NUL: else
+    # the files in it are out of reach of a path.
+    longest = _PATH_MAX - _NAME_MAX - 2
+    if (size := len(os.fsencode(real))) > longest:
+        raise LocationUnavailableError(
+            f"{shown}: the path is too long ({size} bytes, at most {longest})",
+            "path_too_long",
+            path=shown,
+        )
+    if config_dir is not None:
+        config_real = os.path.realpath(config_dir)
+        # Inside: the backup would back itself up. Containing: the location's
+        # listing and retention would walk the config directory.
+        if _contains(config_real, real) or _contains(real, config_real):
+            raise LocationUnavailableError(
+                f"{shown}: {real} is inside the configuration directory"
+                f" {config_real} or contains it; nothing is written there",
+                "inside_config",
+                path=shown,
+            )
+    if _in_system_folder(real, holder):
+        raise LocationUnavailableError(
+            f"{shown}: {real} is a folder of the system in memory (/dev,"
+            " /dev/shm, /run): backups there vanish at the next boot",
+            "system_folder",
+            path=shown,
+        )
+
+
+def _in_system_folder(real: str, holder: _Mount | None) -> bool:
+    """Return True for devtmpfs and the system's folders in memory."""
+    if holder is not None and holder.file_system == "devtmpfs":
+        return True
+    path = os.fsencode(real)
+    for name in SYSTEM_FOLDERS:
+        for folder in {os.fsencode(name), os.fsencode(os.path.realpath(name))}:
+            if not _contains(folder, path):
+                continue
+            # A disk mounted below the folder, as /run/media/<user>/<disk>,
+            # is not the folder itself.
+            if (
+                holder is not None
+                and holder.point != folder
+                and _contains(folder, holder.point)
+                and holder.file_system not in RAM_FILE_SYSTEMS
+            ):
+                continue
+            return True
+    return False
+
+
 def probe(
     path: str | Path,
     *,
@@ -229,9 +352,14 @@ def probe(
     """Check that a location can be used now, and return its status.
 
     Raises ``LocationUnavailableError`` (``location_reason``: ``not_found``,
-    ``not_a_directory``, ``not_a_mount``, ``not_writable``, ``unreachable``)
-    or ``InsufficientSpaceError`` when ``needed_bytes`` (plus
+    ``not_a_directory``, ``not_a_mount``, ``not_writable``, ``unreachable``,
+    ``path_too_long``, ``inside_config``, ``system_folder``) or
+    ``InsufficientSpaceError`` when ``needed_bytes`` (plus
     ``SPACE_MARGIN_BYTES``) do not fit. Nothing is left behind in the location.
+
+    Whatever ``require_mount`` says, the real path (symlinks resolved) must
+    not be inside ``config_dir`` nor contain it, nor be one of the system's
+    folders in memory (``SYSTEM_FOLDERS``, devtmpfs).
 
     With ``require_mount`` and ``config_dir``, a location on the same file
     system as the configuration directory is ``not_a_mount`` too: that is
@@ -251,12 +379,17 @@ def probe(
             f"{shown}: not a directory", "not_a_directory", path=shown
         )
     real = os.path.realpath(shown)
+    table = _mount_table()
+    holder = _holding_mount(real, table)
+    _check_place(
+        shown, real, holder, None if config_dir is None else os.fspath(config_dir)
+    )
     try:
         # statvfs asks the file system itself: a stale or cached mount fails
         # (or hangs, which the caller's timeout handles) here, where stat may
         # still answer from the cache.
         vfs = os.statvfs(real)
-        mounted = _is_mount_point(real, path_stat)
+        mounted = _is_mount_point(real, path_stat, table)
     except OSError as err:
         raise _unavailable(shown, err, writing=False) from err
     if require_mount and not mounted:
@@ -296,52 +429,44 @@ def probe(
         writable=writable,
         free_bytes=free_bytes,
         total_bytes=total_bytes,
+        file_system=None if holder is None else holder.file_system,
     )
 
 
-def _contains(outer: str, inner: str) -> bool:
-    """Return True when real path ``inner`` is ``outer`` or below it."""
-    return os.path.commonpath((outer, inner)) == outer
+def validate_location(
+    path: str, *, require_mount: bool, config_dir: str
+) -> LocationStatus:
+    """Validate a path for the config flow; return the probe's status.
 
-
-def validate_location(path: str, *, require_mount: bool, config_dir: str) -> str:
-    """Validate a path for the config flow; return its resolved real path.
-
-    Raises ``LocationConfigError`` whose ``reason`` is a config flow error key
-    (``CONFIG_REASONS``). One executor job does all the checks.
+    The status has the resolved real path, and the file system type for a
+    warning about a location in memory. Raises ``LocationConfigError`` whose
+    ``reason`` is a config flow error key (``CONFIG_REASONS``). One executor
+    job does all the checks.
     """
     if not path or not Path(path).is_absolute():
         raise LocationConfigError(f"{path!r} is not an absolute path", "not_absolute")
     try:
         path_stat = Path(path).stat()
-    except FileNotFoundError as err:
-        raise LocationConfigError(f"{path}: not found", "not_found") from err
-    except NotADirectoryError as err:
+    except (FileNotFoundError, NotADirectoryError) as err:
         raise LocationConfigError(f"{path}: not found", "not_found") from err
     except OSError as err:
-        # No permission on the way there; otherwise (ENOTCONN, EIO, ESTALE,
-        # ...) a share whose connection is gone.
-        reason = "not_writable" if err.errno in _NOT_WRITABLE_ERRNOS else "unreachable"
+        # Too long (a name or the whole path); no permission on the way
+        # there; otherwise (ENOTCONN, EIO, ESTALE, ...) a share whose
+        # connection is gone.
+        if err.errno == errno.ENAMETOOLONG:
+            reason = "path_too_long"
+        elif err.errno in _NOT_WRITABLE_ERRNOS:
+            reason = "not_writable"
+        else:
+            reason = "unreachable"
         raise LocationConfigError(_describe(path, err), reason) from err
     if not stat.S_ISDIR(path_stat.st_mode):
         raise LocationConfigError(f"{path}: not a directory", "not_a_directory")
-
-    real = os.path.realpath(path)
-    config_real = os.path.realpath(config_dir)
-    # Inside: the backup would back itself up. Containing: the location's
-    # listing and retention would walk the config directory.
-    if _contains(config_real, real) or _contains(real, config_real):
-        raise LocationConfigError(
-            f"{real} is inside the configuration directory {config_real}"
-            " or contains it",
-            "inside_config",
-        )
     try:
-        probe(
-            real,
-            require_mount=require_mount,
-            for_write=True,
-            config_dir=config_real,
+        # The probe also refuses the configuration directory, the system's
+        # folders in memory and a path too long, as before each operation.
+        return probe(
+            path, require_mount=require_mount, for_write=True, config_dir=config_dir
         )
     except LocationUnavailableError as err:
         # probe's reasons are all config flow error keys too.
@@ -351,7 +476,6 @@ def validate_location(path: str, *, require_mount: bool, config_dir: str) -> str
         raise LocationConfigError(str(err), "no_space") from err
     except BackupOffloadError as err:
         raise LocationConfigError(str(err), "unknown") from err
-    return real
 
 
 def is_backup_filename(name: str) -> bool:

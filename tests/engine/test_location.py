@@ -12,7 +12,9 @@ from collections.abc import Callable, Iterator
 import errno
 import os
 from pathlib import Path
+import shutil
 import subprocess
+import tempfile
 import time
 from typing import Any
 
@@ -97,7 +99,9 @@ def test_probe_tmpfs_share(share: Path) -> None:
         writable=None,
         free_bytes=vfs.f_bavail * vfs.f_frsize,
         total_bytes=vfs.f_blocks * vfs.f_frsize,
+        file_system="tmpfs",
     )
+    assert status.in_ram
     assert status.free_bytes > 0
     assert status.total_bytes >= status.free_bytes
 
@@ -204,7 +208,10 @@ def test_probe_without_mount_table(
     # Without /proc the device comparison still finds a real file system,
     # only a bind mount of the same file system goes unnoticed.
     monkeypatch.setattr(location, "MOUNTINFO", str(tmp_path / "missing"))
-    assert probe(share, require_mount=True).mounted
+    status = probe(share, require_mount=True)
+    assert status.mounted
+    assert status.file_system is None
+    assert not status.in_ram
     source = tmp_path / "source"
     source.mkdir()
     with mounts.bind_mount(source, tmp_path / "bound") as bound:
@@ -215,14 +222,24 @@ def test_probe_reads_the_mount_table(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, bare: Path
 ) -> None:
     # A mount table that lists the bare directory (escaped as the kernel
-    # does) and a line too short to parse, which is skipped.
+    # does, once with an optional field), a line too short to parse, which
+    # is skipped, and one without the "-" before the type.
     escaped = str(bare).replace("\\", "\\134").replace(" ", "\\040")
     table = tmp_path / "mountinfo"
     table.write_text(
-        f"broken line\n99 27 254:0 /x {escaped} rw,relatime - ext4 /dev/vda rw\n"
+        "broken line\n"
+        "1 0 8:1 / / rw - ext4 /dev/sda1 rw\n"
+        f"98 27 0:99 / {escaped} rw shared:1 - tmpfs tmpfs rw\n"
+        f"99 27 254:0 /x {escaped} rw,relatime - nfs4 nas:/x rw\n"
+        f"100 99 0:98 / {escaped}/deeper rw\n"
     )
     monkeypatch.setattr(location, "MOUNTINFO", str(table))
-    assert probe(bare, require_mount=True).mounted
+    status = probe(bare, require_mount=True)
+    assert status.mounted
+    # The longest mount point above the path, and of the two mounts stacked
+    # there the one mounted last.
+    assert status.file_system == "nfs4"
+    assert probe(tmp_path, require_mount=False).file_system == "ext4"
 
 
 def test_probe_root_is_a_mount() -> None:
@@ -244,6 +261,8 @@ def test_probe_ext4_loop_device(tmp_path: Path) -> None:
         vfs = os.statvfs(disk)
     assert status.mounted
     assert status.writable
+    assert status.file_system == "ext4"
+    assert not status.in_ram
     # Free space is what a non-root process may use: root's reserve is out.
     assert status.free_bytes == vfs.f_bavail * vfs.f_frsize
     assert vfs.f_bavail < vfs.f_bfree
@@ -419,6 +438,173 @@ def test_probe_error_without_errno_name(
     assert shown in str(excinfo.value)
 
 
+# --- places that are no place for backups --------------------------------
+
+
+def tree(path: Path) -> list[str]:
+    """Return every path below ``path``, hidden files included, sorted."""
+    return sorted(str(entry.relative_to(path)) for entry in path.rglob("*"))
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        pytest.param(lambda tmp, cfg: cfg, id="config"),
+        pytest.param(lambda tmp, cfg: cfg / ".storage", id="inside-config"),
+        pytest.param(lambda tmp, cfg: tmp, id="contains-config"),
+    ],
+)
+@pytest.mark.parametrize("require_mount", [False, True])
+def test_probe_location_swapped_for_link_into_config(
+    tmp_path: Path,
+    config_dir: Path,
+    target: Callable[[Path, Path], Path],
+    require_mount: bool,
+) -> None:
+    (config_dir / ".storage").mkdir()
+    with mounts.tmpfs(tmp_path / "nas") as nas:
+        probe(nas, require_mount=require_mount, for_write=True, config_dir=config_dir)
+    # After setup, the location's directory becomes a link into the config.
+    nas.rmdir()
+    nas.symlink_to(target(tmp_path, config_dir))
+    before = tree(config_dir)
+    with pytest.raises(LocationUnavailableError) as excinfo:
+        probe(
+            nas,
+            require_mount=require_mount,
+            for_write=True,
+            needed_bytes=1,
+            config_dir=config_dir,
+        )
+    assert location_error(excinfo) == "inside_config"
+    assert excinfo.value.placeholders["path"] == str(nas)
+    assert "configuration directory" in str(excinfo.value)
+    assert tree(config_dir) == before
+
+
+def test_probe_link_into_config_that_is_a_mount(tmp_path: Path) -> None:
+    # In a container /config is a mount (a bind mount of the host's
+    # directory): "require mount" alone would take it for a share.
+    with (
+        mounts.tmpfs(tmp_path / "config") as config_dir,
+        mounts.tmpfs(tmp_path / "nas") as nas,
+    ):
+        link = tmp_path / "link"
+        link.symlink_to(config_dir)
+        probe(link, require_mount=True)  # Without config_dir: only a mount.
+        with pytest.raises(LocationUnavailableError) as excinfo:
+            probe(link, require_mount=True, for_write=True, config_dir=config_dir)
+        assert location_error(excinfo) == "inside_config"
+        assert names(config_dir) == []
+        probe(nas, require_mount=True, config_dir=config_dir)
+
+
+@pytest.fixture
+def in_dev_shm() -> Iterator[Path]:
+    """Return a new directory in /dev/shm; remove it after the test."""
+    path = Path(tempfile.mkdtemp(prefix="backup_offload_test.", dir="/dev/shm"))
+    yield path
+    shutil.rmtree(path)
+
+
+@pytest.fixture
+def in_run() -> Iterator[Path]:
+    """Return a new directory in /run; remove it after the test."""
+    path = Path(tempfile.mkdtemp(prefix="backup_offload_test.", dir="/run"))
+    yield path
+    shutil.rmtree(path)
+
+
+@pytest.mark.parametrize(
+    "path", ["/dev", "/dev/shm", "/run", "/var/run", "/dev/shm/{new}"]
+)
+@pytest.mark.parametrize("require_mount", [False, True])
+def test_probe_refuses_the_system_folders_in_memory(
+    in_dev_shm: Path, path: str, require_mount: bool
+) -> None:
+    path = path.format(new=in_dev_shm.name)
+    if not Path(path).is_dir():
+        pytest.skip(f"{path} does not exist here")
+    with pytest.raises(LocationUnavailableError) as excinfo:
+        probe(path, require_mount=require_mount, for_write=True)
+    assert location_error(excinfo) == "system_folder"
+    assert probe_files(Path(path)) == []
+
+
+def test_probe_refuses_devtmpfs_elsewhere(tmp_path: Path) -> None:
+    with mounts.mounted(tmp_path / "devices", "-t", "devtmpfs", "devtmpfs") as dev:
+        with pytest.raises(LocationUnavailableError) as excinfo:
+            probe(dev, require_mount=True, for_write=True)
+        assert location_error(excinfo) == "system_folder"
+        assert probe_files(dev) == []
+
+
+def test_probe_disk_mounted_below_run(tmp_path: Path, in_run: Path) -> None:
+    # As /run/media/<user>/<disk> for a USB disk: a disk, not the folder.
+    source = tmp_path / "disk"
+    source.mkdir()
+    with mounts.bind_mount(source, in_run / "disk") as disk:
+        status = probe(disk, require_mount=True, for_write=True)
+    assert status.file_system == probe(tmp_path, require_mount=False).file_system
+    assert not status.in_ram
+    # A RAM disk mounted there is the system's, as /run/user/<uid> is.
+    with mounts.tmpfs(in_run / "ram") as ram:
+        with pytest.raises(LocationUnavailableError) as excinfo:
+            probe(ram, require_mount=True)
+        assert location_error(excinfo) == "system_folder"
+
+
+def test_probe_system_folder_without_mount_table(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, in_run: Path
+) -> None:
+    # Without /proc nothing tells a disk below /run from /run itself.
+    monkeypatch.setattr(location, "MOUNTINFO", str(tmp_path / "missing"))
+    with pytest.raises(LocationUnavailableError) as excinfo:
+        probe(in_run, require_mount=False)
+    assert location_error(excinfo) == "system_folder"
+
+
+def deep_directory(base: Path, length: int) -> Path:
+    """Create a real directory whose path has at least ``length`` bytes.
+
+    One level at a time, relative to its parent: no single call may take a
+    path longer than PATH_MAX.
+    """
+    path = base
+    fd = os.open(base, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        while len(os.fsencode(path)) < length:
+            name = "d" * max(1, min(200, length - len(os.fsencode(path)) - 1))
+            os.mkdir(name, dir_fd=fd)
+            parent, fd = fd, os.open(name, os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+            os.close(parent)
+            path /= name
+    finally:
+        os.close(fd)
+    return path
+
+
+@pytest.mark.parametrize(
+    "length",
+    [
+        pytest.param(5000, id="longer-than-path-max"),
+        pytest.param(3900, id="no-room-for-file-names"),
+    ],
+)
+def test_probe_path_too_long(tmp_path: Path, length: int) -> None:
+    path = deep_directory(tmp_path, length)
+    with pytest.raises(LocationUnavailableError) as excinfo:
+        probe(path, require_mount=False, for_write=True)
+    assert location_error(excinfo) == "path_too_long"
+
+
+def test_probe_longest_path_with_room_for_file_names(tmp_path: Path) -> None:
+    # Room for a name of 255 bytes, a "/" and the final NUL: 4096 in all.
+    path = deep_directory(tmp_path, 4096 - 255 - 2)
+    assert len(os.fsencode(path)) == 4096 - 255 - 2
+    assert probe(path, require_mount=False, for_write=True).writable
+
+
 # --- validate_location ---------------------------------------------------
 
 
@@ -437,7 +623,9 @@ def test_validate_share(share: Path, config_dir: Path) -> None:
     result = validate_location(
         str(share), require_mount=True, config_dir=str(config_dir)
     )
-    assert result == str(share)
+    assert result.path == str(share)
+    assert result.writable is True
+    assert result.in_ram
     assert names(share) == []
 
 
@@ -449,7 +637,7 @@ def test_validate_symlink_resolves_to_real_path(
     result = validate_location(
         str(link), require_mount=True, config_dir=str(config_dir)
     )
-    assert result == str(share)
+    assert result.path == str(share)
 
 
 def test_validate_bare_directory_without_require_mount(
@@ -458,7 +646,7 @@ def test_validate_bare_directory_without_require_mount(
     result = validate_location(
         str(bare), require_mount=False, config_dir=str(config_dir)
     )
-    assert result == str(bare)
+    assert result.path == str(bare)
     assert config_reason(str(bare), config_dir, require_mount=True) == "not_a_mount"
 
 
@@ -507,6 +695,26 @@ def test_validate_inside_config(
     assert probe_files(config_dir) == []
 
 
+@pytest.mark.parametrize("path", ["/dev", "/dev/shm", "/run"])
+def test_validate_system_folder(config_dir: Path, path: str) -> None:
+    assert config_reason(path, config_dir, require_mount=False) == "system_folder"
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        pytest.param(lambda tmp: tmp / ("x" * 256), id="name-too-long"),
+        pytest.param(lambda tmp: tmp / (("d" * 200 + "/") * 21), id="path-too-long"),
+        pytest.param(lambda tmp: deep_directory(tmp, 5000), id="too-deep"),
+    ],
+)
+def test_validate_path_too_long(
+    tmp_path: Path, config_dir: Path, make: Callable[[Path], Path]
+) -> None:
+    path = str(make(tmp_path))
+    assert config_reason(path, config_dir, require_mount=False) == "path_too_long"
+
+
 def test_validate_sibling_with_common_prefix(tmp_path: Path, config_dir: Path) -> None:
     # "/x/config-backups" is not inside "/x/config": compare paths, not strings.
     sibling = tmp_path / "config-backups"
@@ -514,7 +722,7 @@ def test_validate_sibling_with_common_prefix(tmp_path: Path, config_dir: Path) -
     result = validate_location(
         str(sibling), require_mount=False, config_dir=str(config_dir)
     )
-    assert result == str(sibling)
+    assert result.path == str(sibling)
 
 
 def test_validate_config_dir_given_through_symlink(
@@ -542,7 +750,7 @@ def test_validate_docker_bind_of_unmounted_host_share(
         result = validate_location(
             str(media), require_mount=False, config_dir=str(config_dir)
         )
-    assert result == str(tmp_path / "media-nas")
+    assert result.path == str(tmp_path / "media-nas")
 
 
 def test_validate_read_only_share(share: Path, config_dir: Path) -> None:
