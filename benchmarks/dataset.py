@@ -27,7 +27,7 @@ DEFAULT_CACHE = Path(
         "/var/tmp/backup_offload-bench",  # noqa: S108 - a cache, root's own
     )
 )
-_VERSION = "2"
+_VERSION = "3"
 _WORDS = [
     "sensor",
     "light",
@@ -233,6 +233,8 @@ def files_set(count: int, cache: Path = DEFAULT_CACHE, *, size: int = 2_000) -> 
             root / f"d{index // 100:04d}" / f"f{index:06d}.yaml",
             _slice(rng, pool, size),
         )
+    # A backup without it is refused: nothing Home Assistant could start from.
+    _write(root / "configuration.yaml", b"homeassistant:\n")
     return _finish(root, tag, count, count * size)
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from homeassistant.core import HomeAssistant
+from homeassistant.setup import async_setup_component
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
 from custom_components.backup_offload.const import CONF_PATH, CONF_REQUIRE_MOUNT, DOMAIN
@@ -69,3 +70,32 @@ async def call(
     )
     assert response is not None
     return dict(response)
+
+
+async def setup_backup_component(hass: HomeAssistant) -> None:
+    """Set up Home Assistant's backup component as a running instance has it."""
+    try:
+        # 2025.4 needs its backup data initialised first (done at bootstrap);
+        # the helper is gone in 2026.
+        from homeassistant.helpers.backup import (  # type: ignore[attr-defined,unused-ignore]
+            async_initialize_backup,
+        )
+    except ImportError:
+        pass
+    else:
+        async_initialize_backup(hass)
+    assert await async_setup_component(hass, "backup", {})
+    await hass.async_block_till_done()
+
+
+def agent_id(entry: MockConfigEntry) -> str:
+    """Return the backup agent id of a location."""
+    return f"{DOMAIN}.{entry.entry_id}"
+
+
+async def ws(client: Any, **message: Any) -> Any:
+    """Send one websocket command; return its result (it must succeed)."""
+    await client.send_json_auto_id(message)
+    response = await client.receive_json()
+    assert response["success"], response
+    return response["result"]

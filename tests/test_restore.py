@@ -468,6 +468,7 @@ async def test_no_local_space(
 
     def make_backup() -> str:
         big.mkdir()
+        (big / "configuration.yaml").write_text("homeassistant:\n")
         (big / "video.bin").write_bytes(os.urandom(3 << 20))
         result = create_backup(
             big,

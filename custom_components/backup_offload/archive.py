@@ -31,6 +31,7 @@ from typing import Any, Final
 from . import snapshot
 from .archive_read import VerifyResult, verify_backup
 from .errors import (
+    IncompleteBackupError,
     LocationUnavailableError,
     WriteFailedError,
 )
@@ -499,6 +500,24 @@ def _location_stat(location: Path) -> os.stat_result | None:
         return None
 
 
+def _require_configuration(the_plan: Plan) -> None:
+    """Refuse a backup without ``configuration.yaml``: nothing to start from.
+
+    An exclude that matches it (``*``, ``**``) is refused where it is typed;
+    this also catches one stored before that check, and a config directory
+    whose ``configuration.yaml`` is missing or a link that leads outside.
+    """
+    if not any(
+        entry.rel == "configuration.yaml" and entry.kind is not Kind.DIR
+        for entry in the_plan.entries
+    ):
+        raise IncompleteBackupError(
+            "The backup would not contain configuration.yaml (an exclude pattern"
+            " leaves it out, or it is missing), so Home Assistant could not"
+            " start from it; nothing was written"
+        )
+
+
 def _extra_block(
     extra: Mapping[str, Any] | None,
     *,
@@ -566,6 +585,7 @@ def create_backup(
         include_database=include_database,
         skip_dir=_location_stat(location),
     )
+    _require_configuration(the_plan)
     meta = backup_json(
         backup_id=backup_id,
         name=name,

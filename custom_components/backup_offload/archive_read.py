@@ -362,9 +362,15 @@ def is_homeassistant(name: str) -> bool:
     return name.startswith(INNER_NAME)
 
 
-def holds_configuration(rel: str) -> bool:
-    """Return whether a restored path is one Home Assistant can start from."""
-    return rel == "configuration.yaml" or rel.split("/", 1)[0] == ".storage"
+def holds_configuration(rel: str, member: tarfile.TarInfo) -> bool:
+    """Return whether a restored file is one Home Assistant can start from.
+
+    ``configuration.yaml``, or a file in ``.storage/``; a directory alone
+    (or a file named ``.storage``) restores nothing to start from.
+    """
+    if member.isdir():
+        return False
+    return rel == "configuration.yaml" or rel.startswith(".storage/")
 
 
 @responsive_call
@@ -387,7 +393,7 @@ def verify_backup(path: Path, password: str | None) -> VerifyResult:
         if is_homeassistant(name) and check.add(member):
             rel = check.mapped(member.name)
             configuration = configuration or (
-                rel is not None and holds_configuration(rel)
+                rel is not None and holds_configuration(rel, member)
             )
         data += read_member_data(tar, member)
 

@@ -47,7 +47,7 @@ from .const import (
     PROBE_TIMEOUT,
 )
 from .location import LocationConfigError, LocationStatus, validate_location
-from .validation import is_valid_glob
+from .validation import exclude_problem
 
 # Checks of a path still running in the executor, by (path, require mount):
 # a share that hangs holds one thread, however often the user submits it.
@@ -227,12 +227,16 @@ class BackupOffloadOptionsFlow(OptionsFlow):
     ) -> ConfigFlowResult:
         """Show and check the options."""
         errors: dict[str, str] = {}
+        placeholders: dict[str, str] = {}
         if user_input is not None:
             user_input[CONF_EXCLUDE] = [
                 pattern.strip() for pattern in user_input.get(CONF_EXCLUDE, [])
             ]
-            if not all(is_valid_glob(pattern) for pattern in user_input[CONF_EXCLUDE]):
-                errors[CONF_EXCLUDE] = "invalid_glob"
+            problem = next(
+                filter(None, map(exclude_problem, user_input[CONF_EXCLUDE])), None
+            )
+            if problem is not None:
+                errors[CONF_EXCLUDE], placeholders = problem
             else:
                 user_input[CONF_KEEP_COUNT] = int(user_input[CONF_KEEP_COUNT])
                 user_input[CONF_KEEP_DAYS] = int(user_input[CONF_KEEP_DAYS])
@@ -268,4 +272,9 @@ class BackupOffloadOptionsFlow(OptionsFlow):
                 ): BooleanSelector(),
             }
         )
-        return self.async_show_form(step_id="init", data_schema=schema, errors=errors)
+        return self.async_show_form(
+            step_id="init",
+            data_schema=schema,
+            errors=errors,
+            description_placeholders=placeholders,
+        )

@@ -17,6 +17,7 @@ from homeassistant.config_entries import ConfigEntry
 from homeassistant.core import HomeAssistant, callback
 from homeassistant.helpers import issue_registry as ir
 from homeassistant.helpers.update_coordinator import DataUpdateCoordinator
+from homeassistant.util import dt as dt_util
 
 from . import jobs
 from .archive import BackupInfo, BackupScanner
@@ -29,6 +30,7 @@ from .const import (
     STALE_TEMP_AGE,
 )
 from .errors import BackupOffloadError, LocationUnavailableError
+from .retention import in_future
 
 if TYPE_CHECKING:
     from .location import LocationStatus
@@ -90,6 +92,7 @@ class BackupOffloadCoordinator(DataUpdateCoordinator[LocationData]):
             always_update=False,
         )
         self.runner = runner
+        self._future_warned: set[str] = set()
         # Stale temporary files are removed by the first refresh that reaches
         # the location (at setup, or when it comes back).
         self._cleaned = False
@@ -151,6 +154,7 @@ class BackupOffloadCoordinator(DataUpdateCoordinator[LocationData]):
     def _available(self, snapshot: jobs.Snapshot) -> LocationData:
         if self.data is not None and not self.data.available:
             LOGGER.info("%s is available again", self.config_entry.title)
+        self._warn_future_dates(snapshot.backups)
         if snapshot.status.writable is False:
             # Mounted read-only: its backups can be listed and read, but none
             # can be written. The repair issue stays (a refresh must not clear
@@ -172,6 +176,23 @@ class BackupOffloadCoordinator(DataUpdateCoordinator[LocationData]):
         return LocationData(
             status=snapshot.status, backups=snapshot.backups, invalid=snapshot.invalid
         )
+
+    def _warn_future_dates(self, backups: list[BackupInfo]) -> None:
+        """Log each backup dated in the future once: retention ranks it as now."""
+        now = dt_util.utcnow()
+        for backup in backups:
+            if backup.backup_id in self._future_warned or not in_future(backup, now):
+                continue
+            self._future_warned.add(backup.backup_id)
+            LOGGER.warning(
+                "%s: backup %s (%s) is dated %s, in the future: the clock of the"
+                " machine that made it was wrong, or the file was planted;"
+                " retention counts it as made now",
+                self.config_entry.title,
+                backup.name,
+                backup.file,
+                backup.date,
+            )
 
     def _known_read_only(self) -> bool:
         """Return True when the last state already said "read-only"."""

@@ -122,6 +122,12 @@ class UnsafeArchiveError(BackupOffloadError):
     reason = "unsafe_archive"
 
 
+class IncompleteBackupError(BackupOffloadError):
+    """The backup would not hold what Home Assistant needs to start."""
+
+    reason = "backup_incomplete"
+
+
 class WorkerFailedError(BackupOffloadError):
     """The worker process of an operation died before it answered."""
 

@@ -13,7 +13,7 @@ Home Assistant.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -127,7 +127,13 @@ def prepare(location: Location, *, stale_after: float) -> tuple[list[str], Snaps
     return removed, _snapshot(location, status)
 
 
-def _purge(location: Location, retention: Retention) -> list[BackupInfo]:
+def _purge(
+    location: Location, retention: Retention, keep: Collection[str] = ()
+) -> list[BackupInfo]:
+    """Delete what retention selects among this instance's backups.
+
+    ``keep``: ids never deleted (the backup the same operation created).
+    """
     scan = location.scanner.scan(location.path)
     own = [b for b in scan.backups if b.is_own(retention.instance_id)]
     doomed = select_for_deletion(
@@ -135,6 +141,7 @@ def _purge(location: Location, retention: Retention) -> list[BackupInfo]:
         keep_count=retention.keep_count,
         keep_days=retention.keep_days,
         now=retention.now,
+        keep=keep,
     )
     for backup in doomed:
         delete_backup(location.path, backup.file)
@@ -181,7 +188,7 @@ def create(
         progress=progress,
         database_lock=database_lock,
     )
-    purged = _purge(location, retention)
+    purged = _purge(location, retention, keep={result.info.backup_id})
     return CreateOutcome(
         result=result, purged=purged, snapshot=_snapshot(location, status)
     )

@@ -58,6 +58,7 @@ from .errors import (
     WrongPasswordError,
 )
 from .restore import RestoreInputError
+from .retention import in_future
 
 if TYPE_CHECKING:
     from .archive import BackupInfo, VerifyResult
@@ -103,6 +104,8 @@ def backup_to_dict(backup: BackupInfo, instance_id: str) -> dict[str, Any]:
         "homeassistant_version": backup.homeassistant_version,
         "file": backup.file,
         "own": backup.is_own(instance_id),
+        # Ranked as made now by retention (see retention.select_for_deletion).
+        "date_in_future": in_future(backup, dt_util.utcnow()),
     }
 
 
@@ -312,12 +315,13 @@ class LocationManager:
         password: str | None = None,
         include_database: bool | None = None,
         exclude: Sequence[str] | None = None,
-        keep_all: bool = False,
+        safety: bool = False,
     ) -> jobs.CreateOutcome:
         """Run the create job; the caller holds the operation.
 
-        Options not given are the location's. ``keep_all`` skips retention
-        (a safety backup before a restore). Raises the core's errors.
+        Options not given are the location's. ``safety`` (the backup before a
+        restore) skips retention and every user exclude: it is what a user
+        gets back if the restore was a mistake. Raises the core's errors.
         """
         options = self.entry.options
         if password is None:
@@ -328,7 +332,8 @@ class LocationManager:
             )
         excludes = [*options.get(CONF_EXCLUDE, []), *(exclude or [])]
         retention = self._retention()
-        if keep_all:
+        if safety:
+            excludes = []
             retention = jobs.keep_all(retention)
         loop = self.hass.loop
 

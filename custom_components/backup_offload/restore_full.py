@@ -35,6 +35,7 @@ from .restore import (
     MARKER_NAME,
     STAGED_PREFIX,
     STAGING_DIR,
+    NotRestorableError,
     StagingError,
     StagingSpaceError,
     check_start,
@@ -193,6 +194,7 @@ def stage(
             # The copy is local: a read error is this machine's problem.
             raise StagingError(f"Reading the staged copy failed: {err}") from err
         remove_quietly(temp_sidecar)
+        _require_configuration(backup, verified)
         # Home Assistant extracts the archive, then its content, into the
         # temporary directory before it clears the configuration.
         _require_space(
@@ -221,6 +223,20 @@ def stage(
         verified=verified,
         created_dir=created_dir,
     )
+
+
+def _require_configuration(backup: BackupInfo, verified: VerifyResult) -> None:
+    """Refuse a backup Home Assistant could not start from.
+
+    Its restore empties the configuration first: a backup without
+    ``configuration.yaml`` and ``.storage`` would leave nothing behind.
+    """
+    if not verified.configuration:
+        raise NotRestorableError(
+            f"{backup.file} holds neither configuration.yaml nor .storage: restoring"
+            " it would leave an empty configuration",
+            file=backup.file,
+        )
 
 
 def _check_digest(backup: BackupInfo, digest: str, expected: str | None) -> None:

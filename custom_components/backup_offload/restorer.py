@@ -167,7 +167,7 @@ async def _async_safety_backup(
     """Back up the current configuration before it is replaced."""
     name = f"Safety backup before restoring {backup.name}"
     try:
-        outcome = await manager.run_create(name=name, keep_all=True)
+        outcome = await manager.run_create(name=name, safety=True)
     except BackupOffloadError as err:
         manager.fire(EVENT_BACKUP_FAILED, name=name, error=str(err))
         if isinstance(err, LocationUnavailableError):

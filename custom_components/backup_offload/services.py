@@ -24,7 +24,7 @@ from .coordinator import BackupOffloadConfigEntry
 from .manager import LocationManager
 from .restore import pattern_is_forbidden
 from .restorer import async_restore
-from .validation import is_valid_backup_id, is_valid_glob
+from .validation import exclude_problem, is_valid_backup_id, is_valid_glob
 
 ATTR_CONFIG_ENTRY_ID = "config_entry_id"
 ATTR_BACKUP_ID = "backup_id"
@@ -109,8 +109,8 @@ def _backup_id(call: ServiceCall) -> str:
 async def _create(manager: LocationManager, call: ServiceCall) -> dict[str, Any]:
     exclude: list[str] = call.data.get(ATTR_EXCLUDE, [])
     for pattern in exclude:
-        if not is_valid_glob(pattern):
-            raise _invalid("invalid_glob", pattern=pattern)
+        if (problem := exclude_problem(pattern)) is not None:
+            raise _invalid(problem[0], **problem[1])
     return await manager.async_create(
         name=call.data.get(ATTR_NAME),
         password=call.data.get(CONF_PASSWORD),

@@ -5,6 +5,19 @@ from __future__ import annotations
 import fnmatch
 from pathlib import PurePosixPath
 import re
+from typing import Final
+
+from .excludes import build_matcher, normalize_pattern
+
+ESSENTIAL_PATHS: Final = (
+    "configuration.yaml",
+    ".storage",
+    ".storage/auth",
+    ".storage/core.config_entries",
+    ".storage/core.device_registry",
+    ".storage/core.entity_registry",
+)
+"""What Home Assistant cannot start without: no exclude may leave it out."""
 
 # Home Assistant's and the Supervisor's backup ids are short slugs; anything
 # with a path separator, a dot, a control character or any other character
@@ -35,3 +48,23 @@ def is_valid_glob(pattern: str) -> bool:
     except re.error:
         return False
     return True
+
+
+def essential_excluded_by(pattern: str) -> str | None:
+    """Return what Home Assistant needs that ``pattern`` leaves out, or None.
+
+    ``**``, ``*``, ``*.yaml`` or ``.storage/*`` as an exclude would make
+    backups that restore to an empty configuration: they are refused.
+    ``pattern`` must be valid (``is_valid_glob``).
+    """
+    matches = build_matcher([normalize_pattern(pattern)])
+    return next((path for path in ESSENTIAL_PATHS if matches(path)), None)
+
+
+def exclude_problem(pattern: str) -> tuple[str, dict[str, str]] | None:
+    """Return why an exclude pattern is refused (error key, placeholders), or None."""
+    if not is_valid_glob(pattern):
+        return "invalid_glob", {"pattern": pattern}
+    if (essential := essential_excluded_by(pattern)) is not None:
+        return "excludes_essential", {"pattern": pattern, "path": essential}
+    return None

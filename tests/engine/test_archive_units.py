@@ -25,6 +25,7 @@ from custom_components.backup_offload.archive import (
 )
 from custom_components.backup_offload.errors import (
     CorruptBackupError,
+    IncompleteBackupError,
     LocationUnavailableError,
     WriteFailedError,
 )
@@ -228,14 +229,31 @@ def test_user_and_group_names() -> None:
 # --- create: the less common paths ------------------------------------------------
 
 
-def test_empty_config_dir(tmp_path: Path, location: Path) -> None:
-    """An empty config dir is a valid (tiny) backup; progress still ends at 1."""
-    config = tmp_path / "empty"
-    config.mkdir()
+def test_minimal_config_dir(tmp_path: Path, location: Path) -> None:
+    """configuration.yaml alone is a valid (tiny) backup; progress ends at 1."""
+    config = tmp_path / "minimal"
+    write(config / "configuration.yaml", "")
     seen: list[float] = []
     result = create_backup(config, location, **options(progress=seen.append))
     assert seen == [1.0]
-    assert extract_backup(location / result.info.file, tmp_path / "out", None) == []
+    out = tmp_path / "out"
+    assert extract_backup(location / result.info.file, out, None) == [
+        "configuration.yaml"
+    ]
+
+
+@pytest.mark.parametrize("excludes", [[], ["*"], ["**"], ["configuration.yaml"]])
+def test_backup_without_configuration_refused(
+    tmp_path: Path, location: Path, excludes: list[str]
+) -> None:
+    """Without configuration.yaml a backup would restore to nothing: refused."""
+    config = tmp_path / "config"
+    write(config / ".storage/auth", "{}")
+    if excludes:
+        write(config / "configuration.yaml", "")
+    with pytest.raises(IncompleteBackupError, match=r"configuration\.yaml"):
+        create_backup(config, location, **options(excludes=excludes))
+    assert list(location.iterdir()) == []
 
 
 def test_missing_location(config: Path, tmp_path: Path) -> None:

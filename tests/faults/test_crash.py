@@ -57,6 +57,11 @@ def _add_location(hass: Instance, path: Path) -> str:
         f"/api/config/config_entries/flow/{flow['flow_id']}",
         {"name": "NAS", "path": str(path), "require_mount": True},
     )
+    if result.get("step_id") == "in_ram":
+        # The share here is a tmpfs: the flow asks to confirm a RAM disk.
+        result = hass.request(
+            "POST", f"/api/config/config_entries/flow/{flow['flow_id']}", {}
+        )
     assert result["type"] == "create_entry", result
     return str(result["result"]["entry_id"])
 
