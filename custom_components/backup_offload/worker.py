@@ -18,6 +18,13 @@ If the child cannot be started, the function runs in the calling thread.
 
 If Home Assistant goes away, the child notices (its pipe closes), stops the
 way a failed operation stops (its temporary files are removed) and exits.
+
+The child is isolated from what Home Assistant runs with: ``-I`` (no working
+directory or user site on its import path, no ``PYTHON*`` variables), the
+working directory ``/`` and only the environment the engine needs (never
+the Supervisor's token). The parent reads nothing the child sends before
+its greeting, a fixed string of bytes; after it, every message's length is
+checked before it is read.
 """
 
 from __future__ import annotations
@@ -25,9 +32,9 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, suppress
 import io
-import json
 import logging
 import os
+from pathlib import Path
 import pickle
 import queue
 import signal
@@ -45,25 +52,47 @@ from .tarstream import use_fast_checksums
 _LOGGER = logging.getLogger(__name__)
 
 _HEADER: Final = struct.Struct("<Q")
-_HELLO: Final = "hello"
+# The child's first bytes, compared before anything it sends is unpickled:
+# whatever else an interpreter prints on start (a ``sitecustomize``, say)
+# means the call runs in the calling thread instead.
+_HELLO: Final = b"\x00backup_offload worker 1\n"
+# No message comes near this (a preview of a million files is far below);
+# a length above it is garbage, refused before anything is allocated.
+_MAX_MESSAGE: Final = 256 * 1024 * 1024
 # The request's callbacks: the child gets stand-ins that ask the parent.
 _PROGRESS: Final = "progress"
 _LOCK: Final = "database_lock"
 
-# Started by ``python -c``: make the engine importable without running the
-# integration's ``__init__`` (which imports Home Assistant), then serve.
+# Started by ``python -I -c``: make the engine importable without running the
+# integration's ``__init__`` (which imports Home Assistant), then serve. The
+# interpreter's own import path (standard library, site-packages) stays
+# first, so nothing appended can shadow the standard library; nothing but
+# the built-in ``sys`` is imported before the path is complete.
 _BOOTSTRAP: Final = """
-import json, sys, types
-package, directory, path = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
-sys.path[:] = path
+import sys
+package, directory = sys.argv[1:3]
+for entry in sys.argv[3:]:
+    if entry not in sys.path:
+        sys.path.append(entry)
 parts = package.split(".")
 for depth in range(1, len(parts) + 1):
     name = ".".join(parts[:depth])
-    module = types.ModuleType(name)
+    module = type(sys)(name)
     module.__path__ = [directory.rsplit("/", len(parts) - depth)[0]]
     sys.modules[name] = module
 __import__(package + ".worker", fromlist=["serve"]).serve()
 """
+
+# What the engine needs of Home Assistant's environment: where temporary
+# files go, the locale and time zone (file names, a backup's date), the
+# libraries the interpreter may need to start, and our own settings. Not
+# the Supervisor's token, nor anything else Home Assistant was given.
+_ENVIRONMENT: Final = frozenset(
+    {"PATH", "LANG", "TZ", "TMPDIR", "TEMP", "TMP", "LD_LIBRARY_PATH"}
+)
+# ``COV_CORE_``: pytest-cov's, so that a measured test run measures the
+# worker too (never set in Home Assistant).
+_ENVIRONMENT_PREFIXES: Final = ("LC_", "BACKUP_OFFLOAD_", "COV_CORE_")
 
 
 class _ParentError(Exception):
@@ -76,6 +105,10 @@ class _Stopped(BaseException):
 
 class _NotStartedError(Exception):
     """The child could not run the call; nothing of it has happened."""
+
+
+class _FrameError(Exception):
+    """What was read is not a message of the other side."""
 
 
 # --- framing ------------------------------------------------------------------
@@ -98,11 +131,17 @@ def _read_exactly(stream: IO[bytes], size: int) -> bytes | None:
 
 
 def _receive(stream: IO[bytes]) -> Any:
-    """Return the next message; None when the other side has gone."""
+    """Return the next message; None when the other side has gone.
+
+    A length over the limit raises _FrameError before anything is read.
+    """
     header = _read_exactly(stream, _HEADER.size)
     if header is None:
         return None
-    data = _read_exactly(stream, _HEADER.unpack(header)[0])
+    (size,) = _HEADER.unpack(header)
+    if size > _MAX_MESSAGE:
+        raise _FrameError(f"a message of {size} bytes")
+    data = _read_exactly(stream, size)
     if data is None:
         return None
     return pickle.loads(data)  # noqa: S301 - our own process, our own objects
@@ -151,14 +190,30 @@ def run[R](
 def _command() -> list[str]:
     package = __name__.rpartition(".")[0]
     directory = os.path.dirname(os.path.abspath(__file__))  # noqa: PTH100, PTH120
+    # File names are encoded as here, also where UTF-8 mode came from a
+    # variable that -I ignores.
+    utf8 = ["-X", "utf8"] if sys.flags.utf8_mode else []
+    # This process's own entries (a deps directory, say), never the working
+    # directory ("" or relative ones): the child appends them to its own.
+    appended = [entry for entry in sys.path if Path(entry).is_absolute()]
     return [
         sys.executable,
+        "-I",
+        *utf8,
         "-c",
         _BOOTSTRAP,
         package,
         directory,
-        json.dumps(sys.path),
+        *appended,
     ]
+
+
+def _environment() -> dict[str, str]:
+    return {
+        name: value
+        for name, value in os.environ.items()
+        if name in _ENVIRONMENT or name.startswith(_ENVIRONMENT_PREFIXES)
+    }
 
 
 class _Parent:
@@ -183,14 +238,15 @@ class _Parent:
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 close_fds=True,
+                cwd="/",
+                env=_environment(),
             )
         except OSError as err:
             raise _NotStartedError(str(err)) from err
         assert process.stdin is not None  # noqa: S101 - PIPE was asked for
         assert process.stdout is not None  # noqa: S101
         try:
-            if _receive(process.stdout) != (_HELLO,):
-                raise _NotStartedError(f"it exited with {process.wait()}")
+            _greeted(process, process.stdout)
             try:
                 _send(process.stdin, (func, args, kwargs))
             except BrokenPipeError as err:  # it died before it read the call
@@ -208,13 +264,7 @@ class _Parent:
         self, process: subprocess.Popen[bytes], out: IO[bytes], replies: IO[bytes]
     ) -> Any:
         while True:
-            message = _receive(replies)
-            if message is None:
-                code = process.wait()
-                raise WorkerFailedError(
-                    f"the worker process stopped unexpectedly (exit status {code})",
-                    exit_status=str(code),
-                )
+            message = _next(process, replies)
             kind = message[0]
             if kind == "result":
                 return message[1]
@@ -257,6 +307,41 @@ class _Parent:
         return err
 
 
+def _greeted(process: subprocess.Popen[bytes], replies: IO[bytes]) -> None:
+    """Return once the child said the greeting; else raise _NotStartedError."""
+    greeting = replies.read(len(_HELLO))
+    if greeting == _HELLO:
+        return
+    if len(greeting) < len(_HELLO):  # its end of the pipe closed: it exited
+        wrote = f" after writing {greeting!r}" if greeting else ""
+        raise _NotStartedError(f"it exited with {process.wait()}{wrote}")
+    # Not our worker, or something printed first: nothing it sends is ours.
+    # Killed, as it may be blocked writing more.
+    process.kill()
+    raise _NotStartedError(f"it wrote {greeting!r} instead of the worker's greeting")
+
+
+def _next(process: subprocess.Popen[bytes], replies: IO[bytes]) -> tuple[Any, ...]:
+    """Return the child's next message; WorkerFailedError if there is none."""
+    try:
+        message = _receive(replies)
+    except Exception as err:  # whatever garbage makes pickle raise
+        raise WorkerFailedError(
+            f"a message of the worker process could not be read ({err})"
+        ) from err
+    if message is None:
+        code = process.wait()
+        raise WorkerFailedError(
+            f"the worker process stopped unexpectedly (exit status {code})",
+            exit_status=str(code),
+        )
+    if not isinstance(message, tuple) or not message:
+        raise WorkerFailedError(
+            f"a message of the worker process could not be read ({message!r:.80})"
+        )
+    return message
+
+
 # --- child --------------------------------------------------------------------
 
 
@@ -294,8 +379,10 @@ class _Child:
 
 def _watch(source: IO[bytes], replies: queue.Queue[Any], child: _Child) -> None:
     """Pass the parent's replies on; stop the child when the parent is gone."""
-    while (message := _receive(source)) is not None:
-        replies.put(message)
+    # A reply that cannot be read: stop, as if the parent had gone.
+    with suppress(Exception):
+        while (message := _receive(source)) is not None:
+            replies.put(message)
     if not child.finished:
         os.kill(os.getpid(), signal.SIGTERM)
 
@@ -344,7 +431,8 @@ def serve() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     # Nothing but the engine runs here: tarfile may read headers faster.
     use_fast_checksums()
-    _send(out, (_HELLO,))
+    out.write(_HELLO)
+    out.flush()
     try:
         request = _receive(source)
     except Exception as err:  # noqa: BLE001 - the parent runs it itself then

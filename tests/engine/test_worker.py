@@ -1,18 +1,22 @@
 """The worker process: calls behave as if they ran in the calling thread.
 
 Every test starts real child processes of the same interpreter, as Home
-Assistant does; nothing is mocked but, in two tests, how the child is found.
+Assistant does; nothing is mocked but, in a few tests, the interpreter the
+child is started with.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+import json
 import logging
 import os
 from pathlib import Path
 import pickle
+import shlex
 import signal
+import struct
 import subprocess
 import sys
 import textwrap
@@ -252,6 +256,182 @@ def test_function_not_importable_there(caplog: pytest.LogCaptureFixture) -> None
     finally:
         del sys.modules[module.__name__]
     assert "ModuleNotFoundError" in caplog.text
+
+
+# Imported by the child before and after it sets up its import path.
+_SHADOWED = ("json", "types", "tarfile", "pickle", "queue")
+
+
+@pytest.mark.parametrize("where", ["working directory", "import path"])
+def test_nothing_shadows_the_standard_library(
+    where: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Modules in Home Assistant's directory or on its path never run there.
+
+    ``python -c`` puts the working directory first on the import path, and
+    an entry of Home Assistant's own path may hold a ``json.py``: the
+    child's standard library comes first all the same.
+    """
+    shadows = tmp_path / "shadows"
+    shadows.mkdir()
+    for name in _SHADOWED:
+        marker = tmp_path / f"{name} was imported"
+        (shadows / f"{name}.py").write_text(f"open({str(marker)!r}, 'w').close()\n")
+    if where == "working directory":
+        monkeypatch.chdir(shadows)
+    else:
+        monkeypatch.syspath_prepend(str(shadows))
+    pid, _ = worker.run(targets.identify, None)
+    assert sorted(path.name for path in tmp_path.glob("* was imported")) == []
+    assert pid != os.getpid()
+
+
+def test_environment_is_an_allow_list(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The child gets what the engine needs of the environment, nothing else."""
+    secrets = {
+        "SUPERVISOR_TOKEN": "supervisor-secret",
+        "HASSIO_TOKEN": "hassio-secret",
+        "MQTT_PASSWORD": "mqtt-secret",
+        "PYTHONPATH": str(tmp_path),
+        "PYTHONSTARTUP": str(tmp_path / "startup.py"),
+    }
+    needed = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "LANG": "C.UTF-8",
+        "LC_TIME": "C.UTF-8",
+        "TZ": "Europe/Berlin",
+        "TMPDIR": str(tmp_path),
+        "BACKUP_OFFLOAD_COMPRESSOR": "zlib",
+    }
+    for name, value in (secrets | needed).items():
+        monkeypatch.setenv(name, value)
+    seen = worker.run(targets.surroundings)
+    environ = seen["environ"]
+    assert not secrets.keys() & environ.keys()
+    assert {name: environ.get(name) for name in needed} == needed
+    assert seen["tempdir"] == str(tmp_path)
+    assert seen["cwd"] == "/"
+    assert seen["isolated"] == 1
+
+
+def test_import_path(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The child's own import path first, this process's absolute entries after."""
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(sys, "path", ["", "relative/entry", *sys.path])
+    show = "import json, sys; print(json.dumps(sys.path))"
+    own = json.loads(
+        subprocess.run(
+            [sys.executable, "-I", "-c", show],
+            cwd="/",
+            env={},
+            capture_output=True,
+            check=True,
+        ).stdout
+    )
+    path = worker.run(targets.surroundings)["path"]
+    assert path[: len(own)] == own
+    appended = [entry for entry in sys.path if os.path.isabs(entry)]
+    assert path[len(own) :] == [
+        entry for entry in dict.fromkeys(appended) if entry not in own
+    ]
+    assert str(tmp_path) in path
+
+
+def _unstuck(call: Callable[[], object], seconds: float = 60) -> object:
+    """Return ``call()``; a call that hangs fails the test instead of hanging it.
+
+    Killing this process's children frees a parent that waits for a child
+    that waits for it.
+    """
+    outcome: list[tuple[bool, object]] = []
+
+    def target() -> None:
+        try:
+            outcome.append((True, call()))
+        except BaseException as err:  # raised again below
+            outcome.append((False, err))
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    if thread.is_alive():
+        for pid in children(os.getpid()):
+            os.kill(pid, signal.SIGKILL)
+        thread.join()
+        pytest.fail(f"the call hung for {seconds} s")
+    ((finished, value),) = outcome
+    if not finished:
+        raise value  # type: ignore[misc]
+    return value
+
+
+@pytest.mark.parametrize("lines", [1, 5000], ids=["a line", "more than a pipe holds"])
+def test_output_before_greeting(
+    lines: int,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Something that prints before the worker serves: the call runs here.
+
+    As a ``sitecustomize`` that prints would: the "interpreter" writes lines
+    and then becomes the real one.
+    """
+    wrapper = tmp_path / "python"
+    wrapper.write_text(
+        "#!/bin/sh\n"
+        "i=0\n"
+        f'while [ "$i" -lt {lines} ]; do echo "hello from sitecustomize"; '
+        "i=$((i+1)); done\n"
+        f'exec {shlex.quote(sys.executable)} "$@"\n'
+    )
+    wrapper.chmod(0o755)
+    monkeypatch.setattr(sys, "executable", str(wrapper))
+    with caplog.at_level(logging.WARNING):
+        assert _unstuck(lambda: worker.run(targets.identify, 4)) == (os.getpid(), 4)
+    assert "Could not start a worker process" in caplog.text
+    assert "hello from" in caplog.text
+
+
+def test_absurd_length_refused_before_reading() -> None:
+    """A length no message has is refused before anything is allocated."""
+    read, write = os.pipe()
+    with open(write, "wb") as sender:
+        sender.write(struct.pack("<Q", 1 << 62) + b"garbage")
+    with open(read, "rb") as stream:
+        with pytest.raises(worker._FrameError, match=f"a message of {1 << 62} bytes"):
+            worker._receive(stream)
+        assert stream.read() == b"garbage"  # nothing read after the length
+
+
+def _frame(message: object) -> bytes:
+    data = pickle.dumps(message)
+    return struct.pack("<Q", len(data)) + data
+
+
+@pytest.mark.parametrize(
+    "garbage",
+    [
+        pytest.param(struct.pack("<Q", 1 << 62) + b"garbage", id="absurd length"),
+        pytest.param(struct.pack("<Q", 7) + b"garbage", id="not a pickle"),
+        pytest.param(_frame("not a tuple"), id="not a message"),
+    ],
+)
+def test_garbage_from_a_started_worker(garbage: bytes, tmp_path: Path) -> None:
+    """Garbage once the call started: WorkerFailedError; the child cleans up."""
+    temp = tmp_path / "partial.tmp"
+    with pytest.raises(errors.WorkerFailedError, match="could not be read"):
+        _unstuck(
+            lambda: worker.run(
+                targets.send_garbage,
+                progress=lambda _: None,
+                garbage=garbage,
+                temp=temp,
+            )
+        )
+    assert not temp.exists()
 
 
 def test_newer_than_travels() -> None:

@@ -13,6 +13,7 @@ from pathlib import Path
 import signal
 import sys
 import tarfile
+import tempfile
 import threading
 import time
 
@@ -106,3 +107,31 @@ def work_until_stopped(temp: Path, ready: Path) -> None:
 def checksum_function() -> str:
     """Return the module whose header checksum tarfile uses here."""
     return tarfile.calc_chksums.__module__.rpartition(".")[2]  # type: ignore[attr-defined]
+
+
+def surroundings() -> dict[str, object]:
+    """Return what the child runs with: environment, directories, flags."""
+    return {
+        "environ": dict(os.environ),
+        "cwd": os.getcwd(),
+        "path": list(sys.path),
+        "isolated": sys.flags.isolated,
+        "tempdir": tempfile.gettempdir(),
+    }
+
+
+def send_garbage(progress: Callable[[float], None], garbage: bytes, temp: Path) -> None:
+    """Write ``garbage`` where the parent reads frames, then work until stopped.
+
+    The progress stand-in belongs to the child's end of the protocol; its
+    stream is the one the parent reads.
+    """
+    temp.write_text("partial")
+    try:
+        out = progress.__self__._out  # type: ignore[attr-defined]
+        out.write(garbage)
+        out.flush()
+        while True:
+            time.sleep(0.01)
+    finally:
+        temp.unlink()
