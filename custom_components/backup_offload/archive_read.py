@@ -366,9 +366,11 @@ def holds_configuration(rel: str, member: tarfile.TarInfo) -> bool:
     """Return whether a restored file is one Home Assistant can start from.
 
     ``configuration.yaml``, or a file in ``.storage/``; a directory alone
-    (or a file named ``.storage``) restores nothing to start from.
+    (or a file named ``.storage``) restores nothing to start from, and
+    neither does a symlink: Home Assistant's restore leaves out a link whose
+    target it does not find relative to its working directory.
     """
-    if member.isdir():
+    if not (member.isreg() or member.islnk()):
         return False
     return rel == "configuration.yaml" or rel.startswith(".storage/")
 
