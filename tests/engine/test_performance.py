@@ -244,6 +244,9 @@ def test_matcher_equals_full_match() -> None:
         "**",
         "*/**/*.py",
         "**/.*",
+        "*a*b*",
+        "x[!a]c",
+        "**/a/**/b",
     ]
     segments = ["a", "b", "x", ".hidden", "__pycache__", "backups", "tts", "www"]
     segments += ["k.jpg", "xbc", "q1", "c.py", "x.tar", "home.log", "Küche.png"]
