@@ -150,6 +150,48 @@ def test_cleanup_leaves_what_it_may_not_open(
     assert names(location) == [theirs.name]
 
 
+def _acting_before_open(
+    monkeypatch: pytest.MonkeyPatch, name: str, act: Callable[[], None]
+) -> None:
+    """Let ``act`` run the moment the cleanup opens ``name`` (another process)."""
+    real_open = os.open
+
+    def racing(path: Any, flags: int, *args: Any, **kwargs: Any) -> int:
+        if path == name:
+            act()
+        return real_open(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", racing)
+
+
+def test_cleanup_file_removed_before_it_is_opened(
+    location: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another instance's cleanup got there first: fine."""
+    gone = make_file(location / f"{TEMP_PREFIX}gone.tar.tmp", age=HOUR)
+    _acting_before_open(monkeypatch, gone.name, gone.unlink)
+    assert cleanup_temporary(location, prefix=TEMP_PREFIX, older_than=STALE) == []
+    monkeypatch.undo()
+    assert names(location) == []
+
+
+def test_cleanup_file_replaced_before_it_is_opened(
+    location: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A new file under the old name is not the old one: it stays."""
+    old = make_file(location / f"{TEMP_PREFIX}reused.tar.tmp", age=HOUR)
+    replacement = location / "replacement"
+
+    def replace() -> None:
+        replacement.write_bytes(b"new")
+        replacement.replace(old)
+
+    _acting_before_open(monkeypatch, old.name, replace)
+    assert cleanup_temporary(location, prefix=TEMP_PREFIX, older_than=STALE) == []
+    monkeypatch.undo()
+    assert old.read_bytes() == b"new"
+
+
 def test_cleanup_skips_the_files_this_process_writes(location: Path) -> None:
     """Live names are not even opened (NFS: that would drop our own lock)."""
     live = LiveFiles()
@@ -297,6 +339,28 @@ def test_upload_being_written_is_locked_and_live(config: Path, location: Path) -
     assert cleanup_temporary(location, prefix=TEMP_PREFIX, older_than=STALE) == []
     agent_files.abort_upload(upload)
     assert upload.temp.name not in where.live
+    assert names(location) == []
+
+
+def test_writer_without_locks_still_writes(
+    config: Path, location: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where the file system has no locks, a backup is written all the same."""
+
+    def no_locks(fd: int, operation: int) -> None:
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(location_module.fcntl, "flock", no_locks)
+    where = jobs.Location(
+        path=location,
+        require_mount=False,
+        scanner=BackupScanner(),
+        config_dir=config,
+    )
+    upload = agent_files.start_upload(where, "abc123", 0)
+    agent_files.write_chunk(upload, b"partial")
+    assert upload.temp.name in where.live
+    agent_files.abort_upload(upload)
     assert names(location) == []
 
 
