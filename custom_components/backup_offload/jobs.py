@@ -124,17 +124,19 @@ def prepare(location: Location, *, stale_after: float) -> tuple[list[str], Snaps
 
     The listing's hidden names are the cleanup's candidates: one listing of
     the directory serves both. A location that is down is not touched: the
-    probe raises first.
+    probe raises first; nor is one mounted read-only, which is listed.
     """
     status = probe_location(location)
     scan = location.scanner.scan(location.path)
-    removed = cleanup_temporary(
-        location.path,
-        prefix=(TEMP_PREFIX, PROBE_PREFIX),
-        older_than=stale_after,
-        names=scan.hidden,
-        keep=location.live,
-    )
+    removed: list[str] = []
+    if status.writable is not False:
+        removed = cleanup_temporary(
+            location.path,
+            prefix=(TEMP_PREFIX, PROBE_PREFIX),
+            older_than=stale_after,
+            names=scan.hidden,
+            keep=location.live,
+        )
     return removed, Snapshot(status=status, backups=scan.backups, invalid=scan.invalid)
 
 

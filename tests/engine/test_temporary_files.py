@@ -43,6 +43,7 @@ from custom_components.backup_offload.location import (
     LiveFiles,
     cleanup_temporary,
 )
+from tests import mounts
 from tests.locks import locked_by_another_process
 
 HOUR = 3600.0
@@ -256,6 +257,24 @@ def test_prepare_lists_the_location_once(
     assert removed == sorted([archive.name, probe_file.name])
     assert snapshot.backups == []
     assert names(location) == sorted([young.name, ours.name])
+
+
+def test_prepare_lists_a_read_only_location(tmp_path: Path, config: Path) -> None:
+    """Mounted read-only: listed, nothing removed, no error from the cleanup."""
+    with mounts.tmpfs(tmp_path / "share") as share:
+        stale = make_file(share / f"{TEMP_PREFIX}x.tar.tmp", age=HOUR)
+        where = jobs.Location(
+            path=share,
+            require_mount=True,
+            scanner=BackupScanner(),
+            config_dir=config,
+        )
+        with mounts.read_only(share):
+            removed, snapshot = jobs.prepare(where, stale_after=STALE)
+            assert removed == []
+            assert snapshot.status.writable is False
+            assert names(share) == [stale.name]
+        assert jobs.prepare(where, stale_after=STALE)[0] == [stale.name]
 
 
 def test_scan_reports_hidden_names(location: Path) -> None:
