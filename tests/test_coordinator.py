@@ -10,12 +10,15 @@ from homeassistant.core import HomeAssistant
 from homeassistant.helpers import issue_registry as ir
 import pytest
 
+from custom_components.backup_offload.archive import TEMP_PREFIX
 from custom_components.backup_offload.const import (
     DOMAIN,
     STALE_TEMP_AGE,
+    OperationState,
 )
 
 from .common import in_executor, run, setup_location
+from .locks import locked_by_another_process
 from .mounts import tmpfs, unmount
 
 
@@ -95,3 +98,75 @@ async def test_unmounted_between_refreshes(
         await coordinator.async_refresh()
         assert hass.states.get("binary_sensor.nas_connected").state == "on"
         await hass.config_entries.async_unload(entry.entry_id)
+
+
+def _names(path: Path) -> list[str]:
+    return sorted(p.name for p in path.iterdir())
+
+
+def _leftover(path: Path, age: float) -> None:
+    """Write a temporary file nobody has written to for ``age`` seconds."""
+    path.write_bytes(b"partial")
+    _age(path, age)
+
+
+def _age(path: Path, age: float) -> None:
+    when = time.time() - age
+    os.utime(path, (when, when))
+
+
+async def test_young_leftover_removed_by_a_later_refresh(
+    hass: HomeAssistant, ha_config_dir: Path, location_dir: Path
+) -> None:
+    """Too young at setup; a later idle refresh removes it (not the next start)."""
+    leftover = location_dir / f"{TEMP_PREFIX}crashed.tar.tmp"
+    await run(hass, _leftover, leftover, 10)
+    entry = await setup_location(hass, location_dir, require_mount=False)
+    assert await run(hass, _names, location_dir) == [leftover.name]
+
+    await run(hass, _age, leftover, STALE_TEMP_AGE + 10)  # time passes
+    await entry.runtime_data.coordinator.async_refresh()
+    assert await run(hass, _names, location_dir) == []
+    await hass.config_entries.async_unload(entry.entry_id)
+
+
+async def test_no_cleanup_while_an_operation_holds_the_location(
+    hass: HomeAssistant, ha_config_dir: Path, location_dir: Path
+) -> None:
+    """A refresh between two jobs of an operation (an upload) lists only."""
+    entry = await setup_location(hass, location_dir, require_mount=False)
+    manager = entry.runtime_data.manager
+    coordinator = entry.runtime_data.coordinator
+    paused = location_dir / f"{TEMP_PREFIX}agent-abc-1234.tar.tmp"
+    async with manager.operation(OperationState.CREATING):
+        # The stream paused; another instance's crash left a file meanwhile.
+        await run(hass, _leftover, paused, STALE_TEMP_AGE + 10)
+        await coordinator.async_refresh()
+        assert coordinator.last_update_success
+        assert await run(hass, _names, location_dir) == [paused.name]
+    await coordinator.async_refresh()
+    assert await run(hass, _names, location_dir) == []
+    await hass.config_entries.async_unload(entry.entry_id)
+
+
+async def test_refresh_leaves_another_instances_backup_alone(
+    hass: HomeAssistant, ha_config_dir: Path, location_dir: Path
+) -> None:
+    """Another Home Assistant writes into the folder: its locked file stays.
+
+    However long it has not written (a slow upload, a recorder that takes
+    its time); the stale leftover next to it goes.
+    """
+    theirs = location_dir / f"{TEMP_PREFIX}theirs.tar.tmp"
+    stale = location_dir / f"{TEMP_PREFIX}crashed.tar.tmp"
+    await run(hass, _leftover, theirs, STALE_TEMP_AGE + 600)
+    await run(hass, _leftover, stale, STALE_TEMP_AGE + 600)
+    async with in_executor(hass, locked_by_another_process(theirs)):
+        entry = await setup_location(hass, location_dir, require_mount=False)
+        assert await run(hass, _names, location_dir) == [theirs.name]
+        await entry.runtime_data.coordinator.async_refresh()
+        assert await run(hass, _names, location_dir) == [theirs.name]
+    # Its writer is gone and nobody has written to it since: a leftover.
+    await entry.runtime_data.coordinator.async_refresh()
+    assert await run(hass, _names, location_dir) == []
+    await hass.config_entries.async_unload(entry.entry_id)

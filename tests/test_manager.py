@@ -17,6 +17,8 @@ from pytest_homeassistant_custom_component.common import MockConfigEntry
 
 from custom_components.backup_offload import worker
 from custom_components.backup_offload.const import DOMAIN
+from custom_components.backup_offload.manager import LocationManager
+from custom_components.backup_offload.runner import LocationRunner
 
 from .common import call, run
 
@@ -134,3 +136,15 @@ async def test_list_while_busy_returns_last_listing(
     listing = await call(hass, "list", init_integration)
     assert listing["cached"] is False
     assert len(listing["backups"]) == 2
+
+
+async def test_manager_serves_no_entry_before_it_is_attached(
+    hass: HomeAssistant,
+) -> None:
+    """A location's manager knows its entry only once a setup attached it."""
+    manager = LocationManager(hass, LocationRunner(hass, "NAS", 1.0), "instance")
+    assert manager.last_data is None
+    with pytest.raises(RuntimeError):
+        _ = manager.entry
+    with pytest.raises(RuntimeError):
+        _ = manager.coordinator

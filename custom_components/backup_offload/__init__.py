@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from functools import partial
 
@@ -11,13 +12,13 @@ from homeassistant.helpers import config_validation as cv, instance_id
 from homeassistant.helpers.typing import ConfigType
 from homeassistant.util.hass_dict import HassKey
 
-from .const import DOMAIN, PROBE_TIMEOUT
+from .const import DOMAIN, LOGGER, PROBE_TIMEOUT, UNLOAD_TIMEOUT
 from .coordinator import (
     BackupOffloadConfigEntry,
     BackupOffloadCoordinator,
     BackupOffloadData,
 )
-from .manager import LocationManager
+from .manager import DATA_LOCATIONS, LocationManager, location_key
 from .restorer import async_report_restore_result
 from .runner import LocationRunner
 from .services import async_setup_services
@@ -49,11 +50,9 @@ async def async_setup_entry(
     issue say so, which is what a user wants to see on a dashboard instead of
     a setup retry loop.
     """
-    runner = LocationRunner(hass, entry.title, PROBE_TIMEOUT)
-    coordinator = BackupOffloadCoordinator(hass, entry, runner)
-    manager = LocationManager(
-        hass, entry, coordinator, runner, await instance_id.async_get(hass)
-    )
+    manager = _async_get_manager(hass, entry, await instance_id.async_get(hass))
+    coordinator = BackupOffloadCoordinator(hass, entry, manager)
+    manager.attach(entry, coordinator)
     await coordinator.async_config_entry_first_refresh()
     entry.runtime_data = BackupOffloadData(coordinator=coordinator, manager=manager)
     # Fires when the entry becomes loaded and when its unload starts.
@@ -66,11 +65,50 @@ async def async_setup_entry(
     return True
 
 
+@callback
+def _async_get_manager(
+    hass: HomeAssistant, entry: BackupOffloadConfigEntry, instance: str
+) -> LocationManager:
+    """Return the location's manager: the one of an earlier load, or a new one."""
+    managers = hass.data.setdefault(DATA_LOCATIONS, {})
+    key = location_key(entry)
+    if (manager := managers.get(key)) is None:
+        runner = LocationRunner(hass, entry.title, PROBE_TIMEOUT)
+        manager = managers[key] = LocationManager(hass, runner, instance)
+    return manager
+
+
 async def async_unload_entry(
     hass: HomeAssistant, entry: BackupOffloadConfigEntry
 ) -> bool:
-    """Unload one location."""
+    """Unload one location, once its running operation has ended.
+
+    The wait is bounded: a backup may take an hour, and one on a share that
+    hangs may never end. An operation that outlasts the wait goes on (it is
+    not cut short: a restore half done is worse than one that finishes), and
+    the location's manager, which the next load takes over, keeps it the
+    only one on the location and shows it on the state sensor.
+    """
+    await _async_wait_for_operation(entry.runtime_data.manager)
     return await hass.config_entries.async_unload_platforms(entry, PLATFORMS)
+
+
+async def _async_wait_for_operation(manager: LocationManager) -> None:
+    """Wait up to UNLOAD_TIMEOUT for the location's running operation to end."""
+    if not manager.busy:
+        return
+    title, state = manager.entry.title, manager.state.value
+    LOGGER.info("%s: waiting for the running operation (%s) to end", title, state)
+    try:
+        async with asyncio.timeout(UNLOAD_TIMEOUT):
+            await manager.async_wait_idle()
+    except TimeoutError:
+        LOGGER.warning(
+            "%s: the running operation (%s) goes on in the background; the"
+            " location stays busy until it ends",
+            title,
+            state,
+        )
 
 
 @callback

@@ -35,6 +35,7 @@ from .errors import (
 )
 from .fileops import fsync_dir, open_regular, read_error, write_error
 from .jobs import Location, Snapshot, probe_location
+from .location import LiveFiles, lock_temporary
 from .metadata import SIDECAR_SUFFIX, file_name, id_part, parse_date
 from .validation import is_valid_backup_id
 
@@ -45,7 +46,7 @@ CHUNK: Final = 1 << 20
 """Bytes per read job of a download, and the batch size of upload writes."""
 UPLOAD_PREFIX: Final = f"{TEMP_PREFIX}agent-"
 """Temporary uploads start with the engine's prefix, so the stale-file
-cleanup at setup removes what a crash left behind."""
+cleanup removes what a crash left behind."""
 _OPEN_FLAGS: Final = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
 
 
@@ -62,7 +63,11 @@ class Upload:
 
     temp: Path
     file: BinaryIO
-    """Stays open across jobs, until ``finish_upload`` or ``abort_upload``."""
+    """Stays open across jobs, until ``finish_upload`` or ``abort_upload``;
+    its lock keeps the stale-file cleanup away however long the stream
+    pauses."""
+    live: LiveFiles
+    """The location's files being written, which hold this upload's names."""
     sha256: HASH = field(default_factory=hashlib.sha256)
     size: int = 0
     extra_files: list[Path] = field(default_factory=list)
@@ -111,12 +116,19 @@ def start_upload(location: Location, backup_id: str, size: int) -> Upload:
         location.path
         / f"{UPLOAD_PREFIX}{id_part(backup_id)}-{secrets.token_hex(4)}.tar.tmp"
     )
+    location.live.add(*_names(temp))
     try:
         # Exclusive create, mode 0600: never reuse or expose an existing file.
         file = open(temp, "xb", buffering=CHUNK, opener=_private)  # noqa: SIM115
     except OSError as err:
+        location.live.discard(*_names(temp))
         raise write_error(err, temp.name) from err
-    return Upload(temp=temp, file=file)
+    return Upload(temp=temp, file=file, live=location.live)
+
+
+def _names(temp: Path) -> tuple[str, str]:
+    """Return the names of an upload's temporary archive and sidecar."""
+    return temp.name, temp.name + SIDECAR_SUFFIX
 
 
 def write_chunk(upload: Upload, data: bytes) -> int:
@@ -131,8 +143,14 @@ def write_chunk(upload: Upload, data: bytes) -> int:
 
 
 def _private(path: str, flags: int) -> int:
-    """Open new files readable by their owner only, like the engine's archives."""
-    return os.open(path, flags | os.O_CLOEXEC, 0o600)
+    """Open a new file readable by its owner only, and lock it while it is open.
+
+    As the engine's archives are: the lock keeps the stale-file cleanup away
+    (this Home Assistant's after a reload, or another one's).
+    """
+    fd = os.open(path, flags | os.O_CLOEXEC, 0o600)
+    lock_temporary(fd)
+    return fd
 
 
 def _read_uploaded(upload: Upload, backup_id: str) -> BackupInfo:
@@ -160,6 +178,7 @@ def _publish(upload: Upload, final: Path, digest: str) -> None:
     sidecar_temp = upload.temp.with_name(upload.temp.name + SIDECAR_SUFFIX)
     fd = os.open(sidecar_temp, _OPEN_FLAGS, 0o600)
     upload.extra_files.append(sidecar_temp)
+    lock_temporary(fd)
     try:
         os.write(fd, f"{digest}  {final.name}\n".encode())
         os.fsync(fd)
@@ -207,6 +226,7 @@ def finish_upload(
         _publish(upload, final, upload.sha256.hexdigest())
     except OSError as err:
         raise write_error(err, final.name) from err
+    upload.live.discard(*_names(upload.temp))
     scan = location.scanner.scan(location.path)
     return (
         replace(info, file=final.name),
@@ -217,14 +237,15 @@ def finish_upload(
 def abort_upload(upload: Upload) -> None:
     """Close and remove the temporary files of a failed upload.
 
-    Best effort: if the share is gone, the cleanup at the next setup removes
-    the leftovers.
+    Best effort: if the share is gone, a later refresh's cleanup removes the
+    leftovers.
     """
     with contextlib.suppress(OSError):
         upload.file.close()
     for path in (upload.temp, *upload.extra_files):
         with contextlib.suppress(OSError):
             path.unlink(missing_ok=True)
+    upload.live.discard(*_names(upload.temp))
 
 
 def check_download(path: Path, passwords: Sequence[str]) -> str:

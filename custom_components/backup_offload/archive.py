@@ -40,6 +40,7 @@ from .extract import extract_backup
 from .fileops import fsync_dir, write_error
 from .gil import responsive_call
 from .listing import BackupScanner, ScanResult, find_backup
+from .location import lock_temporary
 from .metadata import (
     BACKUP_JSON_MEMBER,
     EXTRA_KEY,
@@ -73,6 +74,7 @@ __all__ = [
     "extract_backup",
     "find_backup",
     "read_backup_info",
+    "temporary_names",
     "verify_backup",
 ]
 
@@ -351,6 +353,14 @@ def _write_contents(
     return job.skipped
 
 
+def temporary_names(backup_id: str) -> tuple[str, str]:
+    """Return the temporary names of a backup's archive and sidecar."""
+    return (
+        f"{TEMP_PREFIX}{id_part(backup_id)}.tar.tmp",
+        f"{TEMP_PREFIX}{id_part(backup_id)}.sha256.tmp",
+    )
+
+
 @dataclass(slots=True)
 class _Temp:
     """The temporary files of one backup, relative to the location's directory.
@@ -373,23 +383,29 @@ class _Temp:
         """Open the location's directory and name the temporary files."""
         dir_fd = os.open(location, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         info = os.fstat(dir_fd)
+        archive, sidecar = temporary_names(backup_id)
         return cls(
             location=location,
             dir_fd=dir_fd,
             identity=(info.st_dev, info.st_ino),
-            archive=f"{TEMP_PREFIX}{id_part(backup_id)}.tar.tmp",
-            sidecar=f"{TEMP_PREFIX}{id_part(backup_id)}.sha256.tmp",
+            archive=archive,
+            sidecar=sidecar,
         )
 
     def open_new(self, name: str) -> int:
-        """Create ``name`` exclusively, mode 0600: never reuse an old file.
+        """Create ``name`` exclusively, mode 0600, and lock it while it is open.
 
-        securetar 2025.x would not truncate one, and a file of the same name
-        may belong to another backup still being written.
+        Never an old file: securetar 2025.x would not truncate one, and a
+        file of the same name may belong to another backup still being
+        written. The lock keeps the stale-file cleanup away (this Home
+        Assistant's after a reload, or another one's writing into the same
+        folder) however long the backup pauses, e.g. while the recorder
+        finishes its work before the database is copied.
         """
         flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
         fd = os.open(name, flags, 0o600, dir_fd=self.dir_fd)
         self.created.append(name)
+        lock_temporary(fd)
         return fd
 
     def exists(self, name: str) -> bool:
@@ -432,7 +448,7 @@ class _Temp:
     def remove(self) -> None:
         """Remove the temporary files this backup created."""
         for name in self.created:
-            # If the share is gone, the cleanup at the next setup removes them.
+            # If the share is gone, a later refresh's cleanup removes them.
             with contextlib.suppress(OSError):
                 self.unlink(name)
 

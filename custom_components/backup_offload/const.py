@@ -32,12 +32,16 @@ DEFAULT_COMPRESS: Final = True
 SCAN_INTERVAL: Final = timedelta(minutes=5)
 # A probe that takes longer reports the location as not responding.
 PROBE_TIMEOUT: Final = 10.0
-# When a location is first reached (setup, or back from an outage) nothing of
-# ours writes there, so a temporary file of ours that nobody has written to
-# for this long is the leftover of a crash and is removed. A backup that
-# another Home Assistant is writing into the same folder keeps its file's
-# modification time fresh, so it is left alone.
+# A refresh of an idle location removes the temporary files of ours that
+# nobody has written to for this long and whose lock nobody holds: the
+# leftovers of a crash. A backup that this or another Home Assistant writes
+# keeps its file locked; where the file system has no locks, its fresh
+# modification time alone protects it.
 STALE_TEMP_AGE: Final = 120.0
+# How long unloading a location (a reload, say) waits for its running
+# operation. A longer one goes on; the location's manager outlives the
+# entry's load, so the location stays busy, and shows it, until it ends.
+UNLOAD_TIMEOUT: Final = 30.0
 
 # Events.
 EVENT_BACKUP_CREATED: Final = f"{DOMAIN}_backup_created"

@@ -20,7 +20,7 @@ from homeassistant.helpers.update_coordinator import DataUpdateCoordinator
 from homeassistant.util import dt as dt_util
 
 from . import jobs
-from .archive import BackupInfo, BackupScanner
+from .archive import BackupInfo
 from .const import (
     CONF_PATH,
     CONF_REQUIRE_MOUNT,
@@ -35,7 +35,6 @@ from .retention import in_future
 if TYPE_CHECKING:
     from .location import LocationStatus
     from .manager import LocationManager
-    from .runner import LocationRunner
 
 
 @dataclass(slots=True)
@@ -80,9 +79,9 @@ class BackupOffloadCoordinator(DataUpdateCoordinator[LocationData]):
         self,
         hass: HomeAssistant,
         entry: BackupOffloadConfigEntry,
-        runner: LocationRunner,
+        manager: LocationManager,
     ) -> None:
-        """Set up the coordinator of one location."""
+        """Set up the coordinator of one location (of one load of its entry)."""
         super().__init__(
             hass,
             LOGGER,
@@ -91,39 +90,52 @@ class BackupOffloadCoordinator(DataUpdateCoordinator[LocationData]):
             update_interval=SCAN_INTERVAL,
             always_update=False,
         )
-        self.runner = runner
+        self.manager = manager
+        self.runner = manager.runner
         self._future_warned: set[str] = set()
-        # Stale temporary files are removed by the first refresh that reaches
-        # the location (at setup, or when it comes back).
-        self._cleaned = False
         self.location = jobs.Location(
             path=Path(entry.data[CONF_PATH]),
             require_mount=entry.data[CONF_REQUIRE_MOUNT],
-            scanner=BackupScanner(),
+            scanner=manager.scanner,
             config_dir=Path(hass.config.config_dir),
+            live=manager.live,
         )
+        # A reload starts from what the previous load knew: an operation that
+        # still holds the location refreshes it when it is done.
+        if (previous := manager.last_data) is not None:
+            self.data = previous
 
     async def _async_update_data(self) -> LocationData:
         if self.runner.running and self.data is not None:
             # An operation holds the location; it refreshes when it is done.
             return self.data
         try:
-            if self._cleaned:
+            if self.manager.busy:
+                # An operation holds the location between two of its jobs (a
+                # backup that Home Assistant streams in): list only.
                 snapshot = await self.runner.run(jobs.refresh, self.location)
             else:
-                removed, snapshot = await self.runner.run(
-                    partial(jobs.prepare, stale_after=STALE_TEMP_AGE), self.location
-                )
-                self._cleaned = True
-                if removed:
-                    LOGGER.info(
-                        "%s: removed stale temporary files: %s",
-                        self.config_entry.title,
-                        ", ".join(removed),
-                    )
+                snapshot = await self._prepare()
         except BackupOffloadError as err:
             return self._unavailable(err)
         return self._available(snapshot)
+
+    async def _prepare(self) -> jobs.Snapshot:
+        """List the idle location, and remove the stale temporary files there.
+
+        At every idle refresh, not only the first: a leftover too young to
+        go at setup goes a few minutes later, not at the next restart.
+        """
+        removed, snapshot = await self.runner.run(
+            partial(jobs.prepare, stale_after=STALE_TEMP_AGE), self.location
+        )
+        if removed:
+            LOGGER.info(
+                "%s: removed stale temporary files: %s",
+                self.config_entry.title,
+                ", ".join(removed),
+            )
+        return snapshot
 
     @callback
     def async_update_listeners(self) -> None:

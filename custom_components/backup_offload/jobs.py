@@ -15,9 +15,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
+import secrets
 
 from . import worker
 from .archive import (
@@ -28,10 +29,12 @@ from .archive import (
     VerifyResult,
     create_backup,
     find_backup,
+    temporary_names,
     verify_backup,
 )
 from .location import (
     PROBE_PREFIX,
+    LiveFiles,
     LocationStatus,
     cleanup_temporary,
     delete_backup,
@@ -70,6 +73,8 @@ class Location:
     """Home Assistant's config directory: a location that requires a mount
     but sits on the config directory's file system is not mounted (the empty
     mount point of a share bind-mounted into a container)."""
+    live: LiveFiles = field(default_factory=LiveFiles)
+    """The temporary files this process writes there: the cleanup skips them."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -115,16 +120,24 @@ def refresh(location: Location) -> Snapshot:
 
 
 def prepare(location: Location, *, stale_after: float) -> tuple[list[str], Snapshot]:
-    """Remove stale temporary files a crash left behind, then refresh.
+    """Probe, list, and remove the stale temporary files a crash left behind.
 
-    A location that is down is not touched: the probe raises first.
+    The listing's hidden names are the cleanup's candidates: one listing of
+    the directory serves both. A location that is down is not touched: the
+    probe raises first; nor is one mounted read-only, which is listed.
     """
     status = probe_location(location)
-    removed = [
-        *cleanup_temporary(location.path, prefix=TEMP_PREFIX, older_than=stale_after),
-        *cleanup_temporary(location.path, prefix=PROBE_PREFIX, older_than=stale_after),
-    ]
-    return removed, _snapshot(location, status)
+    scan = location.scanner.scan(location.path)
+    removed: list[str] = []
+    if status.writable is not False:
+        removed = cleanup_temporary(
+            location.path,
+            prefix=(TEMP_PREFIX, PROBE_PREFIX),
+            older_than=stale_after,
+            names=scan.hidden,
+            keep=location.live,
+        )
+    return removed, Snapshot(status=status, backups=scan.backups, invalid=scan.invalid)
 
 
 def _purge(
@@ -174,20 +187,24 @@ def create(
     if previous:
         status = probe_location(location, needed_bytes=previous[0].size)
     checked()
-    result = worker.run(
-        create_backup,
-        location.config_dir,
-        location.path,
-        name=name,
-        password=password,
-        include_database=include_database,
-        excludes=excludes,
-        compress=compress,
-        homeassistant_version=homeassistant_version,
-        instance_id=retention.instance_id,
-        progress=progress,
-        database_lock=database_lock,
-    )
+    # Named here, so that the stale-file cleanup knows what this process writes.
+    backup_id = secrets.token_hex(4)
+    with location.live.holding(*temporary_names(backup_id)):
+        result = worker.run(
+            create_backup,
+            location.config_dir,
+            location.path,
+            name=name,
+            password=password,
+            include_database=include_database,
+            excludes=excludes,
+            compress=compress,
+            homeassistant_version=homeassistant_version,
+            instance_id=retention.instance_id,
+            progress=progress,
+            database_lock=database_lock,
+            backup_id=backup_id,
+        )
     purged = _purge(location, retention, keep={result.info.backup_id})
     return CreateOutcome(
         result=result, purged=purged, snapshot=_snapshot(location, status)

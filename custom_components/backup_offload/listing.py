@@ -82,6 +82,9 @@ class ScanResult:
     backups: list[BackupInfo]
     invalid: dict[str, str] = field(default_factory=dict)
     """File name -> why it is not a valid backup."""
+    hidden: list[str] = field(default_factory=list, compare=False)
+    """Hidden names in the root (temporary files among them), so that the
+    stale-file cleanup needs no second listing of the directory."""
 
 
 def is_candidate(name: str) -> bool:
@@ -145,7 +148,7 @@ class BackupScanner:
                 return key, (known[1], True)
             return key, _read(location / entry.name)
 
-        entries = _list_entries(location)
+        entries, hidden = _list_entries(location)
         results: dict[str, BackupInfo | str] = {}
         keep: dict[str, tuple[_Key, BackupInfo | str]] = {}
         for entry, looked in zip(entries, _map(look, entries), strict=True):
@@ -161,14 +164,14 @@ class BackupScanner:
             if lasting:
                 keep[entry.name] = (key, value)
         self._state = (location, keep)
-        return _result(results)
+        return _result(results, hidden)
 
     def forget(self) -> None:
         """Drop the cache, e.g. after a file was replaced within one mtime tick."""
         self._state = (None, {})
 
 
-def _result(results: dict[str, BackupInfo | str]) -> ScanResult:
+def _result(results: dict[str, BackupInfo | str], hidden: list[str]) -> ScanResult:
     """Sort the backups, newest first; an id found in several files is no backup.
 
     Which of two archives with one id would Home Assistant download and
@@ -193,7 +196,9 @@ def _result(results: dict[str, BackupInfo | str]) -> ScanResult:
             " copy that does not belong here"
         )
     backups.sort(key=lambda info: (parse_date(info.date), info.file), reverse=True)
-    return ScanResult(backups=backups, invalid=dict(sorted(invalid.items())))
+    return ScanResult(
+        backups=backups, invalid=dict(sorted(invalid.items())), hidden=hidden
+    )
 
 
 def _read(path: Path) -> tuple[BackupInfo | str, bool] | None:
@@ -212,11 +217,17 @@ def _read(path: Path) -> tuple[BackupInfo | str, bool] | None:
         return str(err), False
 
 
-def _list_entries(location: Path) -> list[os.DirEntry[str]]:
-    """Return the directory entries of the candidate archives."""
+def _list_entries(location: Path) -> tuple[list[os.DirEntry[str]], list[str]]:
+    """Return the directory entries of the candidate archives, and hidden names."""
+    candidates: list[os.DirEntry[str]] = []
+    hidden: list[str] = []
     try:
         with os.scandir(location) as iterator:
-            return [entry for entry in iterator if is_candidate(entry.name)]
+            for entry in iterator:
+                if is_candidate(entry.name):
+                    candidates.append(entry)
+                elif entry.name.startswith("."):
+                    hidden.append(entry.name)
     except FileNotFoundError as err:
         raise LocationUnavailableError(
             f"{location} does not exist", location_reason="not_found"
@@ -227,6 +238,7 @@ def _list_entries(location: Path) -> list[os.DirEntry[str]]:
         ) from err
     except OSError as err:
         raise _unreachable(location, err) from err
+    return candidates, hidden
 
 
 def _unreachable(location: Path, err: OSError) -> LocationUnavailableError:

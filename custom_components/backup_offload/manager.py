@@ -4,6 +4,11 @@ The manager is the async shell around the synchronous jobs (`jobs.py`): it
 runs each operation as one executor job through the location's runner, maps
 the core's typed errors to translated Home Assistant errors at that boundary,
 and applies the job's result (the new listing) on the event loop.
+
+There is one manager per location for as long as Home Assistant runs, not
+one per load of its config entry: a reload (after a reconfiguration, an
+entity enabled, or from the menu) while a backup runs must not hand the
+location to a second, idle manager that would start another backup on it.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from contextlib import (
 from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
+import os
 from typing import TYPE_CHECKING, Any
 
 from homeassistant.components.recorder import backup as recorder_backup
@@ -26,6 +32,7 @@ from homeassistant.const import __version__ as HA_VERSION  # noqa: N812
 from homeassistant.core import CALLBACK_TYPE, HomeAssistant, callback
 from homeassistant.exceptions import HomeAssistantError, ServiceValidationError
 from homeassistant.util import dt as dt_util
+from homeassistant.util.hass_dict import HassKey
 
 from . import jobs
 from .const import (
@@ -35,6 +42,7 @@ from .const import (
     CONF_KEEP_COUNT,
     CONF_KEEP_DAYS,
     CONF_PASSWORD,
+    CONF_PATH,
     DEFAULT_COMPRESS,
     DEFAULT_INCLUDE_DATABASE,
     DEFAULT_KEEP_COUNT,
@@ -57,13 +65,22 @@ from .errors import (
     UnsupportedFormatError,
     WrongPasswordError,
 )
+from .listing import BackupScanner
+from .location import LiveFiles
 from .restore import RestoreInputError
 from .retention import in_future
 
 if TYPE_CHECKING:
     from .archive import BackupInfo, VerifyResult
-    from .coordinator import BackupOffloadConfigEntry, BackupOffloadCoordinator
+    from .coordinator import (
+        BackupOffloadConfigEntry,
+        BackupOffloadCoordinator,
+        LocationData,
+    )
     from .runner import LocationRunner
+
+DATA_LOCATIONS: HassKey[dict[str, LocationManager]] = HassKey(f"{DOMAIN}_locations")
+"""The manager of each location, by its path, as long as Home Assistant runs."""
 
 # Errors that are the caller's input, not a failure of the location.
 _VALIDATION_ERRORS = (BackupNotFoundError, WrongPasswordError, RestoreInputError)
@@ -109,6 +126,17 @@ def backup_to_dict(backup: BackupInfo, instance_id: str) -> dict[str, Any]:
     }
 
 
+def location_key(entry: BackupOffloadConfigEntry) -> str:
+    """Return the key of an entry's location in `DATA_LOCATIONS`.
+
+    The path is the real path the config flow resolved (symlinks followed,
+    one entry per real path): resolving it again here could block the setup
+    on a share that hangs.
+    """
+    path: str = entry.data[CONF_PATH]
+    return os.path.normpath(path)
+
+
 @dataclass(slots=True)
 class Failure:
     """The last operation that failed."""
@@ -119,37 +147,76 @@ class Failure:
 
 
 class LocationManager:
-    """Runs the operations of one location, one at a time."""
+    """Runs the operations of one location, one at a time.
+
+    It outlives the loads of the location's entry (`DATA_LOCATIONS`): the
+    busy lock, the state and progress the sensor shows, the runner (with a
+    thread stuck on a share that hangs) and the temporary files being written
+    stay with the location. Each setup attaches the entry's new coordinator,
+    which then gets the result of an operation that an earlier load started.
+    """
 
     def __init__(
-        self,
-        hass: HomeAssistant,
-        entry: BackupOffloadConfigEntry,
-        coordinator: BackupOffloadCoordinator,
-        runner: LocationRunner,
-        instance_id: str,
+        self, hass: HomeAssistant, runner: LocationRunner, instance_id: str
     ) -> None:
-        """Set up the manager of one location."""
+        """Set up the manager of one location; `attach` gives it its entry."""
         self.hass = hass
-        self.entry = entry
-        self.coordinator = coordinator
         self.runner = runner
         self.instance_id = instance_id
+        self.scanner = BackupScanner()
+        self.live = LiveFiles()
         self.state = OperationState.IDLE
         self.progress: int | None = None
-        # A restore that failed at startup is reported before the locations
-        # are set up (restorer.async_report_restore_result).
-        failures: dict[str, Failure] = hass.data.get(DOMAIN, {}).get(
-            RESTORE_FAILURES, {}
-        )
-        self.last_failure: Failure | None = failures.pop(entry.entry_id, None)
+        self.last_failure: Failure | None = None
+        self._entry: BackupOffloadConfigEntry | None = None
+        self._coordinator: BackupOffloadCoordinator | None = None
         self._lock = asyncio.Lock()
         self._progress_listeners: list[Callable[[], None]] = []
+
+    @property
+    def entry(self) -> BackupOffloadConfigEntry:
+        """Return the config entry of the location (the one attached last)."""
+        if self._entry is None:
+            raise RuntimeError("No config entry attached")
+        return self._entry
+
+    @property
+    def coordinator(self) -> BackupOffloadCoordinator:
+        """Return the coordinator of the entry's current load."""
+        if self._coordinator is None:
+            raise RuntimeError("No config entry attached")
+        return self._coordinator
+
+    @property
+    def last_data(self) -> LocationData | None:
+        """Return what the previous load knew of the location, if any."""
+        return None if self._coordinator is None else self._coordinator.data
+
+    @callback
+    def attach(
+        self, entry: BackupOffloadConfigEntry, coordinator: BackupOffloadCoordinator
+    ) -> None:
+        """Serve a (re)loaded entry: its coordinator shows what runs from now on."""
+        self._entry = entry
+        self._coordinator = coordinator
+        self.runner.name = entry.title
+        # A restore that failed at startup is reported before the locations
+        # are set up (restorer.async_report_restore_result).
+        failures: dict[str, Failure] = self.hass.data.get(DOMAIN, {}).get(
+            RESTORE_FAILURES, {}
+        )
+        if (failure := failures.pop(entry.entry_id, None)) is not None:
+            self.last_failure = failure
 
     @property
     def busy(self) -> bool:
         """Return True while an operation runs."""
         return self._lock.locked()
+
+    async def async_wait_idle(self) -> None:
+        """Wait until no operation runs (the caller bounds the wait)."""
+        async with self._lock:
+            pass
 
     def _options(self, key: str, default: Any) -> Any:
         return self.entry.options.get(key, default)
@@ -215,8 +282,9 @@ class LocationManager:
             raise self._busy(self.entry.title, self.state.value)
         if not exclusive:
             return
-        for entry in self.hass.config_entries.async_loaded_entries(DOMAIN):
-            other: LocationManager = entry.runtime_data.manager
+        # Every location, loaded or not: one whose entry was unloaded may
+        # still finish a backup.
+        for other in self.hass.data.get(DATA_LOCATIONS, {}).values():
             if other.busy:
                 raise self._busy(other.entry.title, other.state.value)
 

@@ -6,7 +6,9 @@ therefore runs its jobs one at a time, and a job whose probe does not answer
 within the timeout reports the location as not responding and is left to
 finish on its own. Until it does, every further job of that location fails
 at once with "not responding" instead of starting another thread
-(DESIGN.md, principle 3).
+(DESIGN.md, principle 3). The runner belongs to the location's manager,
+which outlives reloads of its entry: a reload does not bring a fresh runner
+that would start another thread on the hung share.
 """
 
 from __future__ import annotations
@@ -26,7 +28,8 @@ class LocationRunner:
     def __init__(self, hass: HomeAssistant, name: str, probe_timeout: float) -> None:
         """Set up the runner of one location."""
         self._hass = hass
-        self._name = name
+        # The location's name in errors: its entry's title, as of the last load.
+        self.name = name
         self._timeout = probe_timeout
         self._lock = asyncio.Lock()
         self._stuck: asyncio.Future[Any] | None = None
@@ -43,7 +46,7 @@ class LocationRunner:
 
     def _not_responding(self) -> LocationUnavailableError:
         return LocationUnavailableError(
-            f"{self._name} is not responding", "not_responding", path=self._name
+            f"{self.name} is not responding", "not_responding", path=self.name
         )
 
     async def run[T](self, target: Callable[..., T], *args: Any) -> T:
