@@ -6,6 +6,7 @@ file system or writes a fixture file from a coroutine does it through these.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractContextManager, asynccontextmanager
 from pathlib import Path
@@ -99,3 +100,23 @@ async def ws(client: Any, **message: Any) -> Any:
     response = await client.receive_json()
     assert response["success"], response
     return response["result"]
+
+
+WAIT_LIMIT = 30.0
+"""Seconds ``wait_until`` waits before it fails the test."""
+
+
+async def wait_until(condition: Callable[[], bool]) -> None:
+    """Let the loop run until ``condition()`` holds; fail after WAIT_LIMIT s.
+
+    A state that never comes fails the test with a message instead of
+    spinning until the suite's own timeout.
+    """
+    try:
+        async with asyncio.timeout(WAIT_LIMIT):
+            while not condition():
+                await asyncio.sleep(0.001)
+    except TimeoutError:
+        raise AssertionError(
+            f"not reached within {WAIT_LIMIT} s: {condition}"
+        ) from None

@@ -43,7 +43,7 @@ from custom_components.backup_offload.const import (
     DOMAIN,
 )
 
-from .common import in_executor, run
+from .common import in_executor, run, wait_until
 from .mounts import tmpfs
 
 MiB = 1 << 20
@@ -448,8 +448,7 @@ async def test_busy_location(
         release.wait(10)
 
     holder = hass.async_create_task(runner.run_checked(long_operation))
-    while not runner.running:
-        await hass.async_block_till_done()
+    await wait_until(lambda: runner.running)
     try:
         assert [b.backup_id for b in await agent.async_list_backups()] == ["c0ffee01"]
         assert (await agent.async_get_backup("c0ffee01")).backup_id == "c0ffee01"

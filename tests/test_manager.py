@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 from pathlib import Path
 import subprocess
@@ -20,7 +19,7 @@ from custom_components.backup_offload.const import DOMAIN
 from custom_components.backup_offload.manager import LocationManager
 from custom_components.backup_offload.runner import LocationRunner
 
-from .common import call, run
+from .common import call, run, wait_until
 
 
 async def test_progress_while_creating(
@@ -96,8 +95,7 @@ async def test_busy_error_is_translated(
             blocking=True,
         )
     )
-    while not init_integration.runtime_data.manager.busy:  # noqa: ASYNC110
-        await asyncio.sleep(0)
+    await wait_until(lambda: init_integration.runtime_data.manager.busy)
     with pytest.raises(HomeAssistantError) as err:
         await hass.services.async_call(
             DOMAIN,
@@ -127,8 +125,7 @@ async def test_list_while_busy_returns_last_listing(
             blocking=True,
         )
     )
-    while not init_integration.runtime_data.manager.runner.running:  # noqa: ASYNC110
-        await asyncio.sleep(0)
+    await wait_until(lambda: init_integration.runtime_data.manager.runner.running)
     listing = await call(hass, "list", init_integration)
     assert listing["cached"] is True
     assert len(listing["backups"]) == 1

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import io
 import os
 from pathlib import Path
@@ -30,7 +29,7 @@ from custom_components.backup_offload.const import (
     EVENT_BACKUP_FAILED,
 )
 
-from .common import call, in_executor, run, setup_location
+from .common import call, in_executor, run, setup_location, wait_until
 from .mounts import tmpfs, unmount
 
 
@@ -260,13 +259,17 @@ async def test_admin_only(
         )
 
 
+def _state(hass: HomeAssistant) -> str | None:
+    state = hass.states.get("sensor.nas_state")
+    return None if state is None else state.state
+
+
 async def test_two_creates_at_once(
     hass: HomeAssistant, init_integration: MockConfigEntry, location_dir: Path
 ) -> None:
     """The second create on a busy location fails at once; the first succeeds."""
     first = hass.async_create_task(call(hass, "create", init_integration, name="a"))
-    while hass.states.get("sensor.nas_state").state != "creating":  # noqa: ASYNC110
-        await asyncio.sleep(0)
+    await wait_until(lambda: _state(hass) == "creating")
     with pytest.raises(HomeAssistantError) as err:
         await call(hass, "create", init_integration, name="b")
     assert err.value.translation_key == "busy"
