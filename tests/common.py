@@ -114,7 +114,8 @@ async def wait_until(condition: Callable[[], bool]) -> None:
     """
     try:
         async with asyncio.timeout(WAIT_LIMIT):
-            while not condition():
+            # Polled: what it waits for is state, not an event to wait on.
+            while not condition():  # noqa: ASYNC110
                 await asyncio.sleep(0.001)
     except TimeoutError:
         raise AssertionError(
