@@ -45,6 +45,7 @@ __all__ = [
     "require_command",
     "require_root",
     "require_tools",
+    "skip_or_fail",
     "sshfs",
     "tmpfs",
     "unmount",
@@ -82,8 +83,11 @@ class MountError(RuntimeError):
     """A mount command failed for a reason other than missing permission."""
 
 
-def _skip(reason: str) -> NoReturn:
-    """Skip the test, or fail it when CI requires the mount tests to run."""
+def skip_or_fail(reason: str) -> NoReturn:
+    """Skip the test, or fail it when CI requires the system tests to run.
+
+    For anything the machine may lack: mounting, FUSE, a tool, a privilege.
+    """
     if os.environ.get(REQUIRE_ENV) == "1":
         pytest.fail(f"{reason} (and {REQUIRE_ENV}=1)", pytrace=False)
     pytest.skip(reason)
@@ -94,7 +98,7 @@ def require_tools(*names: str) -> None:
     for name in names:
         if shutil.which(name) is None:
             package = _PACKAGES.get(name, name)
-            _skip(f"{name} is not installed (Debian package {package})")
+            skip_or_fail(f"{name} is not installed (Debian package {package})")
 
 
 def require_command(name: str, package: str) -> str:
@@ -107,7 +111,7 @@ def require_command(name: str, package: str) -> str:
     )
     found = shutil.which(name, path=search)
     if found is None:
-        _skip(f"{name} is not installed (Debian package {package})")
+        skip_or_fail(f"{name} is not installed (Debian package {package})")
     return found
 
 
@@ -119,7 +123,7 @@ def require_root() -> None:
 def _require_root() -> None:
     """Skip unless we can mount at all: only root (with CAP_SYS_ADMIN) can."""
     if os.geteuid() != 0:
-        _skip(f"mounting needs root; running as uid {os.geteuid()}")
+        skip_or_fail(f"mounting needs root; running as uid {os.geteuid()}")
     require_tools("mount", "umount")
 
 
@@ -143,7 +147,7 @@ def _check(result: subprocess.CompletedProcess[str]) -> None:
         return
     message = f"{' '.join(result.args)}: {result.stderr.strip() or result.stdout}"
     if _NOT_PERMITTED.search(result.stderr):
-        _skip(f"mounting is not permitted here: {message}")
+        skip_or_fail(f"mounting is not permitted here: {message}")
     raise MountError(message)
 
 
@@ -359,7 +363,7 @@ def sshfs(
     if _fusermount() is None:
         require_tools("fusermount")
     if not Path("/dev/fuse").exists():
-        _skip("/dev/fuse is missing: FUSE is not available here")
+        skip_or_fail("/dev/fuse is missing: FUSE is not available here")
     target.mkdir(parents=True, exist_ok=True)
     before = mount_count(target)
     ssh_options = (
@@ -382,7 +386,7 @@ def sshfs(
                 message = log.read_text(errors="replace").strip()
                 reason = f"{' '.join(args)} exited with {process.returncode}"
                 if _FUSE_UNAVAILABLE.search(message):
-                    _skip(f"FUSE is not usable here: {reason}: {message}")
+                    skip_or_fail(f"FUSE is not usable here: {reason}: {message}")
                 raise MountError(f"{reason}: {message}")
             if time.monotonic() > deadline:
                 raise MountError(
@@ -413,9 +417,9 @@ def fuse_passthrough(
     if _fusermount() is None:
         require_tools("fusermount")
     if not Path("/dev/fuse").exists():
-        _skip("/dev/fuse is missing: FUSE is not available here")
+        skip_or_fail("/dev/fuse is missing: FUSE is not available here")
     if importlib.util.find_spec("mfusepy") is None:
-        _skip("no FUSE bindings (pip install mfusepy)")
+        skip_or_fail("no FUSE bindings (pip install mfusepy)")
     source = target.with_name(target.name + ".source")
     source.mkdir(parents=True, exist_ok=True)
     target.mkdir(parents=True, exist_ok=True)

@@ -42,6 +42,7 @@ from custom_components.backup_offload.securetar_compat import (
     Prefixed,
     password_to_key,
 )
+from tests.mounts import skip_or_fail
 
 from .helpers import backup_json, build_archive, flip_bit, inner_offset, member, write
 
@@ -319,7 +320,7 @@ def test_device_node_is_skipped(config: Path, location: Path) -> None:
     try:
         os.mknod(config / "null", stat.S_IFCHR | 0o600, os.makedev(1, 3))
     except PermissionError:
-        pytest.skip("mknod is not permitted here (no CAP_MKNOD)")
+        skip_or_fail("mknod is not permitted here (no CAP_MKNOD)")
     result = create_backup(config, location, **options())
     assert result.reasons == {"null": "device node: skipped"}
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import os
 from pathlib import Path
-import shutil
 import struct
 import subprocess
 import tarfile
@@ -18,6 +17,7 @@ from custom_components.backup_offload.tarstream import (
     member_chunks,
     open_tar,
 )
+from tests.mounts import require_tools
 
 from . import worker_targets as targets
 
@@ -98,9 +98,9 @@ def test_forward_reader() -> None:
     assert reader.read(0) == b""
 
 
-@pytest.mark.skipif(shutil.which("tar") is None, reason="GNU tar is not installed")
 def test_sparse_member(tmp_path: Path) -> None:
     """A sparse member (GNU tar -S) reads back with its holes."""
+    require_tools("tar")
     sparse = tmp_path / "sparse"
     with sparse.open("wb") as file:
         file.seek(200_000)
