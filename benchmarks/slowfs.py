@@ -27,10 +27,15 @@ import sys
 import time
 from typing import Any
 
+# mfusepy speaks libfuse 3, but loads "libfuse" by default: where libfuse 2
+# is installed too (smbnetfs pulls it in), that one is found first and
+# refuses libfuse 3's options. Ask for libfuse 3 by name.
+os.environ.setdefault("FUSE_LIBRARY_NAME", "fuse3")
+
 fuse: Any
 try:
     import mfusepy as fuse
-except ImportError:  # libfuse 2 machines, or no bindings at all
+except (ImportError, OSError):  # libfuse 2 machines, or no bindings at all
     try:
         import fuse  # type: ignore[no-redef]
     except ImportError:
