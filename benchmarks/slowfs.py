@@ -38,7 +38,7 @@ try:
 except (ImportError, OSError):  # libfuse 2 machines, or no bindings at all
     try:
         import fuse  # type: ignore[no-redef]
-    except ImportError:
+    except (ImportError, OSError):
         fuse = None
 
 
