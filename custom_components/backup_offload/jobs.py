@@ -233,12 +233,15 @@ def restore_stage(
     password: str | None,
     *,
     is_newer: Callable[[str], bool],
+    temp_dir: Path,
+    restore_database: bool,
     checked: Callable[[], None],
 ) -> Staged:
     """Probe, find the backup, validate it and stage a verified local copy.
 
     The location is only read: one pass copies the archive to this machine
-    and everything else reads the local copy.
+    and everything else reads the local copy. ``temp_dir`` is Home
+    Assistant's temporary directory (where its restore unpacks the backup).
     """
     probe_location(location)
     checked()
@@ -250,6 +253,8 @@ def restore_stage(
         password,
         config_dir=location.config_dir,
         is_newer=is_newer,
+        temp_dir=temp_dir,
+        restore_database=restore_database,
     )
 
 

@@ -110,6 +110,34 @@ class StagingSpaceError(BackupOffloadError):
     reason = "restore_no_space"
 
 
+class StartupSpaceError(StagingSpaceError):
+    """Home Assistant's restore at startup would fill a file system.
+
+    Placeholders: ``path`` (a directory on that file system), ``needed`` and
+    ``free`` (readable sizes).
+    """
+
+    reason = "restore_startup_no_space"
+
+
+class StartupInodesError(StagingSpaceError):
+    """Home Assistant's restore at startup would need more files than fit.
+
+    Placeholders: ``path``, ``needed`` and ``free`` (numbers of files).
+    """
+
+    reason = "restore_startup_no_inodes"
+
+
+class ConfigNotClearableError(BackupOffloadError):
+    """Home Assistant's restore would stop halfway through emptying the config.
+
+    Placeholder ``path``: the entry it would stop at (relative).
+    """
+
+    reason = "restore_config_not_clearable"
+
+
 class StagingError(BackupOffloadError):
     """Writing on this machine (staging, instruction) failed."""
 

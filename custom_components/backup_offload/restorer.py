@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 from functools import partial
 from pathlib import Path
+import tempfile
 from typing import TYPE_CHECKING, Any
 
 from homeassistant import backup_restore
@@ -120,6 +121,15 @@ def _paths(paths: list[str]) -> dict[str, Any]:
     return {"count": len(paths), "paths": paths[: restore_preview.PREVIEW_PATHS]}
 
 
+async def _async_temp_dir(hass: HomeAssistant) -> Path:
+    """Return Home Assistant's temporary directory, where its restore unpacks.
+
+    Home Assistant's restore at startup runs in this process's environment;
+    ``tempfile`` may try files to find it (hence the executor).
+    """
+    return Path(await hass.async_add_executor_job(tempfile.gettempdir))
+
+
 async def async_restore(
     manager: LocationManager,
     *,
@@ -191,7 +201,12 @@ async def _async_restore_full(
     async with manager.operation(OperationState.RESTORING, exclusive=True):
         instruction_keys()
         staged: restore_full.Staged = await manager.runner.run_checked(
-            partial(jobs.restore_stage, is_newer=is_newer),
+            partial(
+                jobs.restore_stage,
+                is_newer=is_newer,
+                temp_dir=await _async_temp_dir(hass),
+                restore_database=restore_database,
+            ),
             location,
             backup_id,
             password,

@@ -28,6 +28,7 @@ from custom_components.backup_offload import (
     restore_outcome,
     restore_partial,
     restore_preview,
+    restore_space,
 )
 from custom_components.backup_offload.archive import (
     BackupInfo,
@@ -175,21 +176,36 @@ def test_home_assistant_restores_the_staged_copy(
 
 
 def test_stage_keeps_an_existing_staging_dir_and_older_copy(
-    config: Path, location: Path, target: Path, monkeypatch: pytest.MonkeyPatch
+    config: Path,
+    location: Path,
+    target: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A failure removes only this attempt's files."""
     info, path = make_backup(config, location)
     older = write(target / STAGING_DIR / f"backup_offload_{info.backup_id}.tar", "x")
-    real_free = restore_full._free_bytes
-    temp_dir = os.path.realpath(restore_full.tempfile.gettempdir())
+    temp_dir = tmp_path / "tmp"
+    temp_dir.mkdir()
+    real = restore_full._file_system
 
-    def free(where: Path) -> int:
+    def file_system(where: Path) -> restore_space.FileSystem:
         # Plenty for the copy, none for Home Assistant's unpacking at startup.
-        return 0 if os.path.realpath(where) == temp_dir else real_free(where)
+        found = real(where)
+        return (
+            dataclasses.replace(found, free=0) if where in (temp_dir, target) else found
+        )
 
-    monkeypatch.setattr(restore_full, "_free_bytes", free)
+    monkeypatch.setattr(restore_full, "_file_system", file_system)
     with pytest.raises(StagingSpaceError, match="restore at startup"):
-        restore_full.stage(path, info, None, config_dir=target, is_newer=never_newer)
+        restore_full.stage(
+            path,
+            info,
+            None,
+            config_dir=target,
+            is_newer=never_newer,
+            temp_dir=temp_dir,
+        )
     assert [p.name for p in (target / STAGING_DIR).iterdir()] == [older.name]
     assert older.read_text() == "x"
 
