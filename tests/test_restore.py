@@ -544,6 +544,33 @@ async def test_startup_space_refused_with_the_numbers(
     assert restart_calls == []
 
 
+async def test_partial_restore_that_does_not_fit(
+    hass: HomeAssistant, tmp_path: Path, location_dir: Path
+) -> None:
+    """Files that expand beyond the free space are refused, nothing restored."""
+
+    def make_backup() -> None:
+        zeros = bytes(1 << 20)
+        members = [member("data", kind=tarfile.DIRTYPE)]
+        members += [member(f"data/big/{i}.bin", zeros) for i in range(100)]
+        build_archive(location_dir / "zeros.tar", members)
+
+    await run(hass, make_backup)
+    async with in_executor(hass, tmpfs(tmp_path / "config", size="64m")) as config:
+        await run(hass, write_files, config, {"configuration.yaml": "old: true\n"})
+        hass.config.config_dir = str(config)
+        entry = await _add_location(hass, location_dir, "NAS")
+        before = await run(hass, tree, config)
+        with pytest.raises(HomeAssistantError) as err:
+            await _call(
+                hass, entry, backup_id="abcd1234", paths=["big"], safety_backup=False
+            )
+        assert err.value.translation_key == "restore_files_no_space"
+        assert err.value.translation_placeholders["path"] == str(config)
+        assert await run(hass, tree, config) == before
+        await hass.config_entries.async_unload(entry.entry_id)
+
+
 def _small_backup(config: Path, location: Path) -> str:
     return create_backup(
         config,

@@ -138,6 +138,24 @@ class ConfigNotClearableError(BackupOffloadError):
     reason = "restore_config_not_clearable"
 
 
+class FilesSpaceError(BackupOffloadError):
+    """The chosen files of a partial restore do not fit, with the reserve.
+
+    Placeholders: ``path``, ``needed``, ``free`` and ``reserve`` (readable sizes).
+    """
+
+    reason = "restore_files_no_space"
+
+
+class FilesInodesError(FilesSpaceError):
+    """The chosen files of a partial restore are more files than fit.
+
+    Placeholders: ``path``, ``needed`` and ``free`` (numbers of files).
+    """
+
+    reason = "restore_files_no_inodes"
+
+
 class StagingError(BackupOffloadError):
     """Writing on this machine (staging, instruction) failed."""
 

@@ -39,6 +39,7 @@ import tarfile
 from typing import Final
 
 from .archive_read import each_member, is_homeassistant, read_archive
+from .errors import BackupOffloadError
 from .excludes import ARCHIVE_ROOT
 from .fileops import read_error
 from .location import SPACE_MARGIN_BYTES
@@ -46,6 +47,8 @@ from .restore import (
     DATABASE_FILES,
     KEEP_ALWAYS,
     ConfigNotClearableError,
+    FilesInodesError,
+    FilesSpaceError,
     NotRestorableError,
     StartupInodesError,
     StartupSpaceError,
@@ -800,3 +803,74 @@ def require_startup(needs: Iterable[SpaceNeed], detail: str) -> None:
                 needed=str(need.inodes + INODE_MARGIN),
                 free=str(need.free_inodes),
             )
+
+
+class Budget:
+    """What a partial restore may write: free space minus the reserve.
+
+    ``take`` counts each member before it is written and says whether it
+    still fits; once one does not, nothing more fits, and counting goes on
+    so that the error says what the whole selection needs.
+    """
+
+    def __init__(self, system: FileSystem) -> None:
+        """Count against ``system`` as it is now."""
+        self.system = system
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget what was counted (the extraction starts again)."""
+        self.usage = Usage()
+        self.over = False
+        self._dirs = _Directories()
+
+    def take(self, member: tarfile.TarInfo, rel: str) -> bool:
+        """Count ``member`` (extracted at ``rel``); return whether it fits."""
+        block = self.system.block
+        usage = self.usage
+        for parent in self._dirs.missing(rel):
+            usage += dir_usage(parent.rpartition("/")[2], block)
+        name = rel.rpartition("/")[2]
+        if member.isdir():
+            if self._dirs.declared(rel):
+                usage += dir_usage(name, block)
+        elif member.issym():
+            usage += link_usage(name, member.linkname, block)
+        elif member.islnk():
+            usage += Usage(_entry(name))
+        else:
+            usage += file_usage(member.size, name, block)
+        self.usage = usage
+        self.over = self.over or not self.need().fits
+        return not self.over
+
+    def need(self) -> SpaceNeed:
+        """Return what was counted, against what is free."""
+        return SpaceNeed(
+            path=str(self.system.path),
+            needed=self.usage.bytes,
+            free=self.system.free,
+            inodes=self.usage.inodes,
+            free_inodes=self.system.free_inodes,
+        )
+
+    def error(self) -> BackupOffloadError:
+        """Return the error for a selection that does not fit."""
+        need = self.need()
+        if not need.fits_bytes:
+            return FilesSpaceError(
+                f"The chosen files need {need.needed} bytes plus"
+                f" {SPACE_MARGIN_BYTES} in reserve in {need.path}; {need.free}"
+                " are free",
+                path=need.path,
+                needed=readable(need.needed + SPACE_MARGIN_BYTES),
+                free=readable(need.free),
+                reserve=readable(SPACE_MARGIN_BYTES),
+            )
+        return FilesInodesError(
+            f"The chosen files are {need.inodes} files (plus {INODE_MARGIN} in"
+            f" reserve) in {need.path}; there is room for {need.free_inodes}",
+            path=need.path,
+            needed=str(need.inodes + INODE_MARGIN),
+            free=str(need.free_inodes),
+        )

@@ -24,12 +24,14 @@ from pathlib import Path
 import shutil
 import tarfile
 import tempfile
+import threading
 from typing import Any
 
 import pytest
 
 from custom_components.backup_offload import (
     restore_full,
+    restore_partial,
     restore_space,
 )
 from custom_components.backup_offload.archive import (
@@ -46,7 +48,10 @@ from custom_components.backup_offload.location import SPACE_MARGIN_BYTES
 from custom_components.backup_offload.restore import (
     STAGING_DIR,
     ConfigNotClearableError,
+    FilesInodesError,
+    FilesSpaceError,
     NotRestorableError,
+    RestoreWriteError,
     StagingError,
     StartupInodesError,
     StartupSpaceError,
@@ -438,6 +443,10 @@ def test_stage_when_this_machine_cannot_be_read(
         patch.setattr(restore_space.FileSystem, "of", broken)
         with pytest.raises(StagingError, match="free space"):
             stage_it(path, info, target)
+        with pytest.raises(RestoreWriteError, match="free space"):
+            restore_partial.extract_selected(
+                path, info, None, config_dir=target, patterns=["*.yaml"]
+            )
     assert not (target / STAGING_DIR).exists()
 
 
@@ -577,3 +586,111 @@ def test_readable() -> None:
     assert restore_space.readable(1536) == "1.5 KiB"
     assert restore_space.readable(94 * MIB) == "94.0 MiB"
     assert restore_space.readable(3 << 40) == "3072.0 GiB"
+
+
+# --- partial restore ----------------------------------------------------------
+
+
+def zeros_archive(location: Path, count: int, *, link_first: bool = False) -> Path:
+    """``count`` files of 1 MiB of zeros: a few hundred KB, compressed."""
+    members = [member("data", kind=tarfile.DIRTYPE)]
+    if link_first:
+        members += [
+            member("data/a", kind=tarfile.DIRTYPE),
+            member("data/a/target.txt", b"t"),
+            member("data/link.txt", kind=tarfile.LNKTYPE, linkname="data/a/target.txt"),
+        ]
+    members.append(member("data/big", kind=tarfile.DIRTYPE))
+    zeros = bytes(MIB)
+    members += [member(f"data/big/{i:03d}.bin", zeros) for i in range(count)]
+    return build_archive(location / "zeros.tar", members)
+
+
+@contextlib.contextmanager
+def lowest_free(path: Path) -> Iterator[list[int]]:
+    """Sample the free space of ``path`` meanwhile; yield [the lowest seen]."""
+    lowest = [free(path)]
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.is_set():
+            lowest[0] = min(lowest[0], free(path))
+
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
+    try:
+        yield lowest
+    finally:
+        stop.set()
+        thread.join()
+
+
+@pytest.mark.parametrize("link_first", [False, True])
+def test_partial_restore_never_fills_the_disk(
+    tmp_path: Path, location: Path, link_first: bool
+) -> None:
+    """300 MiB from a few hundred KB, on 64 MiB: refused, the disk never full.
+
+    With a chosen hard link to a file that is not chosen the archive is read
+    twice, and the space is counted before anything is written at all.
+    """
+    path = zeros_archive(location, 300, link_first=link_first)
+    info = find_backup(location, "abcd1234")
+    assert path.stat().st_size < 1 * MIB
+    patterns = ["big", "link.txt"] if link_first else ["big"]
+    with mounts.tmpfs(tmp_path / "config", size="64m") as config:
+        write(config / "configuration.yaml", "old: true\n")
+        before = tree(config)
+        start = free(config)
+        with lowest_free(config) as lowest, pytest.raises(FilesSpaceError) as err:
+            restore_partial.extract_selected(
+                path, info, None, config_dir=config, patterns=patterns
+            )
+        assert tree(config) == before
+        if link_first:
+            assert lowest[0] > start - MIB  # nothing was written
+        assert lowest[0] >= SPACE_MARGIN_BYTES - MIB
+        placeholders = err.value.placeholders
+        assert placeholders["path"] == str(config)
+        assert 300 < float(placeholders["needed"].split()[0]) < 320
+        assert placeholders["reserve"] == "16.0 MiB"
+
+
+def test_partial_restore_of_more_files_than_fit(tmp_path: Path, location: Path) -> None:
+    """A tmpfs with room for 300 files: 500 empty ones do not fit."""
+    members = [member("data", kind=tarfile.DIRTYPE)]
+    members += [member(f"data/empty/{i}", b"") for i in range(500)]
+    path = build_archive(location / "empty.tar", members)
+    info = find_backup(location, "abcd1234")
+    target = tmp_path / "config"
+    with mounts.mounted(
+        target, "-t", "tmpfs", "-o", "size=64m,nr_inodes=300,mode=0755", "tmpfs"
+    ):
+        write(target / "configuration.yaml", "old: true\n")
+        before = tree(target)
+        with pytest.raises(FilesInodesError) as err:
+            restore_partial.extract_selected(
+                path, info, None, config_dir=target, patterns=["empty"]
+            )
+        assert int(err.value.placeholders["needed"]) > 500
+        assert int(err.value.placeholders["free"]) < 300
+        assert tree(target) == before
+
+
+@pytest.mark.parametrize("link_first", [False, True])
+def test_partial_restore_that_fits(
+    tmp_path: Path, location: Path, link_first: bool
+) -> None:
+    """Ten of those files fit on 64 MiB, and are restored."""
+    path = zeros_archive(location, 10, link_first=link_first)
+    info = find_backup(location, "abcd1234")
+    patterns = ["big", "link.txt"] if link_first else ["big"]
+    with mounts.tmpfs(tmp_path / "config", size="64m") as config:
+        extracted = restore_partial.extract_selected(
+            path, info, None, config_dir=config, patterns=patterns
+        )
+        restored_files = restore_partial.apply_files(extracted, config_dir=config)
+        assert len(restored_files) == 10 + link_first
+        assert (config / "big/009.bin").stat().st_size == MIB
+        if link_first:
+            assert (config / "link.txt").read_text() == "t"
