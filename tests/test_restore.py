@@ -529,6 +529,15 @@ async def test_startup_space_refused_with_the_numbers(
         entry = await _add_location(hass, location_dir, "NAS")
         before = await run(hass, tree, config)
 
+        preview = await _call(hass, entry, backup_id=backup_id, dry_run=True)
+        assert preview["bytes"] > 26 << 20
+        (space,) = preview["space"]
+        assert space["path"] == str(config)
+        assert space["fits"] is False
+        assert space["needed"] > 4 * (26 << 20) > space["free"]
+        assert space["files_needed"] > 3
+        assert space["files_free"] > 0
+
         with pytest.raises(HomeAssistantError) as err:
             await _call(
                 hass, entry, backup_id=backup_id, safety_backup=False, restart=False
@@ -561,6 +570,12 @@ async def test_partial_restore_that_does_not_fit(
         hass.config.config_dir = str(config)
         entry = await _add_location(hass, location_dir, "NAS")
         before = await run(hass, tree, config)
+        preview = await _call(
+            hass, entry, backup_id="abcd1234", paths=["big"], dry_run=True
+        )
+        assert preview["bytes"] == 100 << 20
+        assert preview["added"]["count"] == 100
+        assert preview["space"][0]["fits"] is False
         with pytest.raises(HomeAssistantError) as err:
             await _call(
                 hass, entry, backup_id="abcd1234", paths=["big"], safety_backup=False

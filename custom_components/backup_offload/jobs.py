@@ -266,6 +266,7 @@ def restore_preview(
     patterns: Sequence[str] | None,
     restore_database: bool,
     is_newer: Callable[[str], bool],
+    temp_dir: Path,
     checked: Callable[[], None],
 ) -> tuple[BackupInfo, Preview]:
     """Probe, find the backup, and report what restoring it would change."""
@@ -281,6 +282,7 @@ def restore_preview(
         patterns=patterns,
         restore_database=restore_database,
         is_newer=is_newer,
+        temp_dir=temp_dir,
     )
 
 

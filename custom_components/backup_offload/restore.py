@@ -249,7 +249,6 @@ def check_start(path: Path, backup: BackupInfo, password: str | None) -> None:
     ``homeassistant.tar`` as ``backup.json``'s ``compressed`` says; an
     archive named otherwise would fail at startup.
     """
-    expected = INNER_NAME + (".gz" if backup.compressed else "")
     seen: list[str] = []
 
     def consume(name: str, tar: tarfile.TarFile) -> None:
@@ -258,7 +257,17 @@ def check_start(path: Path, backup: BackupInfo, password: str | None) -> None:
 
     with contextlib.suppress(_Enough):
         read_archive(path, password, consume, wanted=is_homeassistant)
-    if seen != [expected]:
+    check_inner(backup, seen)
+
+
+def check_inner(backup: BackupInfo, seen: Sequence[str]) -> None:
+    """Refuse unless Home Assistant's archive is the one its restore looks for.
+
+    ``seen``: the names of the Home Assistant archives read (see
+    ``check_start``).
+    """
+    expected = INNER_NAME + (".gz" if backup.compressed else "")
+    if list(seen) != [expected]:
         raise NotRestorableError(
             f"{backup.file}: backup.json says compressed={backup.compressed},"
             f" so Home Assistant's restore looks for {expected}, but the backup"

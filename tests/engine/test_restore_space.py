@@ -32,6 +32,7 @@ import pytest
 from custom_components.backup_offload import (
     restore_full,
     restore_partial,
+    restore_preview,
     restore_space,
 )
 from custom_components.backup_offload.archive import (
@@ -206,6 +207,24 @@ def test_refused_where_the_restore_would_empty_the_config_and_fill_the_disk(
     assert float(placeholders["needed"].split()[0]) >= 26 * 3 + 16
     assert 70 < float(placeholders["free"].split()[0]) < 80
 
+    # A dry run says so too (with the copy it does not make).
+    diff = restore_preview.preview(
+        path,
+        info,
+        None,
+        config_dir=config,
+        patterns=None,
+        restore_database=True,
+        is_newer=never_newer,
+        temp_dir=temp,
+    )
+    (need,) = diff.space
+    assert need.path == str(config)
+    assert not need.fits
+    assert need.needed > 3 * 26 * MIB
+    assert diff.write_bytes > 26 * MIB
+    assert tree(config) == before
+
     if not HAS_HOME_ASSISTANT:
         return
     # What the refusal prevents: Home Assistant's own restore of this backup.
@@ -367,7 +386,7 @@ def test_config_home_assistant_cannot_empty_is_refused(
     (target / "media").symlink_to(elsewhere)
     info, path = backup(config, location)
     before = tree(target)
-    for run in (stage_it,):
+    for run in (stage_it, preview_it):
         with pytest.raises(ConfigNotClearableError) as err:
             run(path, info, target)
         assert err.value.placeholders["path"] == "media"
@@ -414,6 +433,18 @@ def test_home_assistant_stops_at_a_symlink_to_a_directory(tmp_path: Path) -> Non
 
 def stage_it(path: Path, info: BackupInfo, target: Path) -> Any:
     return restore_full.stage(path, info, None, config_dir=target, is_newer=never_newer)
+
+
+def preview_it(path: Path, info: BackupInfo, target: Path) -> Any:
+    return restore_preview.preview(
+        path,
+        info,
+        None,
+        config_dir=target,
+        patterns=None,
+        restore_database=True,
+        is_newer=never_newer,
+    )
 
 
 def test_stage_when_this_machine_cannot_be_read(
@@ -654,6 +685,22 @@ def test_partial_restore_never_fills_the_disk(
         assert placeholders["path"] == str(config)
         assert 300 < float(placeholders["needed"].split()[0]) < 320
         assert placeholders["reserve"] == "16.0 MiB"
+
+        diff = restore_preview.preview(
+            path,
+            info,
+            None,
+            config_dir=config,
+            patterns=patterns,
+            restore_database=True,
+            is_newer=never_newer,
+        )
+        assert diff.write_bytes == 300 * MIB  # a hard link writes no data
+        assert diff.added_count == 300 + (1 if link_first else 0)
+        (need,) = diff.space
+        assert need.path == str(config)
+        assert not need.fits
+        assert need.free == free(config)
 
 
 def test_partial_restore_of_more_files_than_fit(tmp_path: Path, location: Path) -> None:
