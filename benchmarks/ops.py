@@ -164,6 +164,28 @@ def ours_extract(
     return {"members": len(done)}
 
 
+def ours_preview(
+    archive_path: Path, config: Path, password: str | None
+) -> dict[str, Any]:
+    """Run a full restore's dry run of ``archive_path`` against ``config``."""
+    import tempfile
+
+    from custom_components.backup_offload import archive, restore, restore_preview
+
+    diff = _engine_call(
+        restore_preview.preview,
+        archive_path,
+        archive.read_backup_info(archive_path),
+        password,
+        config_dir=config,
+        patterns=None,
+        restore_database=True,
+        is_newer=restore.NewerThan("2099.1.0"),
+        temp_dir=Path(tempfile.gettempdir()),
+    )
+    return {"added": diff.added_count}
+
+
 def ha_create(source: Path, out: Path, password: str | None) -> dict[str, Any]:
     """Home Assistant core's own writer (its manager's method, unchanged)."""
     from homeassistant.components.backup.manager import CoreBackupReaderWriter
@@ -223,6 +245,7 @@ def main() -> None:
         "ours-create": lambda: ours_create(args[0], args[1], password),
         "ours-verify": lambda: ours_verify(args[0], password),
         "ours-extract": lambda: ours_extract(args[0], args[1], password),
+        "ours-preview": lambda: ours_preview(args[0], args[1], password),
         "ha-create": lambda: ha_create(args[0], args[1], password),
         "tar-create": lambda: tar_create(args[0], args[1]),
         "tar-extract": lambda: tar_extract(args[0], args[1]),

@@ -36,7 +36,7 @@ from .slowfs import mount_slowfs
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
-SECTIONS = ("throughput", "loop", "memory", "listing", "scale")
+SECTIONS = ("throughput", "loop", "memory", "listing", "scale", "members")
 NO_WORKER = "ours, engine in the calling process"
 """The same code without the worker process (as the fallback runs it)."""
 
@@ -54,6 +54,8 @@ class Settings:
     huge_bytes: int
     listing_count: int
     scale: tuple[int, ...]
+    members: int
+    """Tiny members of the archive the ``members`` section reads."""
 
 
 def settings(args: argparse.Namespace) -> Settings:
@@ -68,6 +70,7 @@ def settings(args: argparse.Namespace) -> Settings:
             huge_bytes=64 << 20,
             listing_count=20,
             scale=(50, 100, 200),
+            members=2_000,
         )
     return Settings(
         cache=args.cache,
@@ -79,6 +82,7 @@ def settings(args: argparse.Namespace) -> Settings:
         huge_bytes=2 << 30,
         listing_count=500,
         scale=(1_000, 10_000, 100_000),
+        members=1_000_000,
     )
 
 
@@ -467,6 +471,49 @@ def scale(s: Settings, out: Path) -> dict[str, Any]:
     }
 
 
+def members(s: Settings) -> dict[str, Any]:
+    """Verify and dry run of a backup of ``members`` tiny members.
+
+    Time (the median), and the most memory the worker process added in any
+    run (its peak RSS over the RSS of a worker that did nothing): neither
+    may grow with the members.
+    """
+    from .members import members_set
+
+    location, config = members_set(s.members, s.cache)
+    archive = location / "members.tar"
+    jobs: dict[str, tuple[str, list[Path | str]]] = {
+        "verify": ("ours-verify", [archive]),
+        "dry run": ("ours-preview", [archive, config]),
+    }
+    runs: dict[str, list[dict[str, Any]]] = {label: [] for label in jobs}
+    for _ in range(s.repeat):  # round by round, like interleaved()
+        for label, (name, args) in jobs.items():
+            runs[label].append(op(name, *args))
+    result: dict[str, Any] = {
+        "members": s.members,
+        "archive_bytes": archive.stat().st_size,
+    }
+    for label, done in runs.items():
+        added = [
+            (run["worker_peak_rss_kib"] - run["worker_start_rss_kib"]) / 1024
+            for run in done
+        ]
+        result[label] = {
+            "seconds": _med([run["seconds"] for run in done]),
+            "runs": [round(run["seconds"], 2) for run in done],
+            "worker_peak_rss_mib": round(
+                max(run["worker_peak_rss_kib"] for run in done) / 1024, 1
+            ),
+            "worker_increase_mib": round(max(added), 1),
+            "worker_increase_runs_mib": [round(value, 1) for value in added],
+        }
+    result["dry_run_over_verify"] = round(
+        result["dry run"]["seconds"] / result["verify"]["seconds"], 2
+    )
+    return result
+
+
 def loop(s: Settings, data: dataset.DataSet) -> dict[str, Any]:
     """Loop lag in Home Assistant while our actions and core's backup run."""
     from . import loop as loop_bench
@@ -717,6 +764,35 @@ def _scale_table(report: dict[str, Any], add: Callable[[str], None]) -> None:
     )
 
 
+def _members_table(report: dict[str, Any], add: Callable[[str], None]) -> None:
+    m = report["members"]
+    add(
+        f"### Many members ({m['members']:,} tiny members, a"
+        f" {m['archive_bytes'] / 1e6:.2f} MB backup; median of"
+        f" {report['settings']['repeat']})\n"
+    )
+    add(
+        _row(
+            "operation",
+            "seconds (median)",
+            "worker RSS increase MiB (most)",
+            "worker peak RSS MiB (most)",
+        )
+    )
+    add(_row("---", "---:", "---:", "---:"))
+    for name in ("verify", "dry run"):
+        row = m[name]
+        add(
+            _row(
+                name,
+                f"{row['seconds']:.2f}",
+                row["worker_increase_mib"],
+                row["worker_peak_rss_mib"],
+            )
+        )
+    add(f"\ndry run / verify: {m['dry_run_over_verify']}x\n")
+
+
 def table(report: dict[str, Any]) -> str:
     """Return the Markdown tables of a report."""
     lines: list[str] = []
@@ -726,6 +802,7 @@ def table(report: dict[str, Any]) -> str:
         ("memory", _memory_table),
         ("listing", _listing_table),
         ("scale", _scale_table),
+        ("members", _members_table),
     ):
         if name in report:
             render(report, lines.append)
@@ -787,14 +864,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "load_before": loadavg(),
     }
     s.work.mkdir(parents=True, exist_ok=True)
-    data = dataset.main_set(s.cache, **s.main)
+    # Only the sections that read it wait for the main data set to be made.
+    needs_data = bool({"throughput", "loop"} & set(sections))
+    data = dataset.main_set(s.cache, **s.main) if needs_data else None
     with tmpfs(s.work / "out", "8g") as out:
         for name in sections:
             started = time.perf_counter()
             print(f"== {name}", file=sys.stderr, flush=True)
-            if name == "throughput":
+            if name == "throughput" and data is not None:
                 report[name] = throughput(s, data, out)
-            elif name == "loop":
+            elif name == "loop" and data is not None:
                 report[name] = loop(s, data)
             elif name == "memory":
                 report[name] = memory(s, out)
@@ -802,6 +881,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 report[name] = listing(s)
             elif name == "scale":
                 report[name] = scale(s, out)
+            elif name == "members":
+                report[name] = members(s)
             report.setdefault("section_seconds", {})[name] = round(
                 time.perf_counter() - started, 1
             )

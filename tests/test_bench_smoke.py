@@ -69,7 +69,15 @@ def test_bench_smoke(tmp_path: Path) -> None:
     assert memory["worker_peak_private_mib"] > 0
     assert report["listing"]["local cold s"] >= 0
     assert len(report["scale"]["sizes"]) == 3
+    members = report["members"]
+    assert members["members"] == 2_000
+    for name in ("verify", "dry run"):
+        assert members[name]["seconds"] > 0
+        assert members[name]["worker_peak_rss_mib"] > 0
+    assert members["dry_run_over_verify"] > 0
     text = run.table(report)
     assert "### Throughput" in text
     assert "extract plain: " in text
     assert "s in the worker process, " in text
+    assert "### Many members (2,000 tiny members" in text
+    assert "dry run / verify: " in text

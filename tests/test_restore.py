@@ -18,6 +18,7 @@ from pathlib import Path
 import re
 import sqlite3
 import tarfile
+import tempfile
 import threading
 from typing import Any
 
@@ -496,6 +497,94 @@ async def test_no_local_space(
             assert await run(hass, tree, config) == before
         await hass.config_entries.async_unload(entry.entry_id)
     assert restart_calls == []
+
+
+async def test_startup_space_refused_with_the_numbers(
+    hass: HomeAssistant,
+    tmp_path: Path,
+    location_dir: Path,
+    restart_calls: list[Any],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The configuration and the temporary directory on one small disk.
+
+    Home Assistant's restore would unpack 26 MiB twice and copy it in once
+    more: on 100 MiB, refused before anything changes, with the numbers. The
+    temporary directory is this process's, as Home Assistant's restore at
+    startup uses it (the worker process has another one).
+    """
+
+    def make_backup() -> str:
+        source = tmp_path / "source"
+        write_files(source, {"configuration.yaml": "new: true\n"})
+        (source / "video.bin").write_bytes(os.urandom(26 << 20))
+        return _small_backup(source, location_dir)
+
+    backup_id = await run(hass, make_backup)
+    async with in_executor(hass, tmpfs(tmp_path / "disk", size="100m")) as disk:
+        config, temp = disk / "config", disk / "tmp"
+        await run(hass, write_files, config, {"configuration.yaml": "old: true\n"})
+        await run(hass, temp.mkdir)
+        monkeypatch.setattr(tempfile, "tempdir", str(temp))
+        hass.config.config_dir = str(config)
+        entry = await _add_location(hass, location_dir, "NAS")
+        before = await run(hass, tree, config)
+
+        preview = await _call(hass, entry, backup_id=backup_id, dry_run=True)
+        assert preview["bytes"] > 26 << 20
+        (space,) = preview["space"]
+        assert space["path"] == str(config)
+        assert space["fits"] is False
+        assert space["needed"] > 4 * (26 << 20) > space["free"]
+        assert space["files_needed"] > 3
+        assert space["files_free"] > 0
+
+        with pytest.raises(HomeAssistantError) as err:
+            await _call(
+                hass, entry, backup_id=backup_id, safety_backup=False, restart=False
+            )
+        assert err.value.translation_key == "restore_startup_no_space"
+        placeholders = err.value.translation_placeholders
+        assert placeholders["path"] == str(config)
+        assert placeholders["needed"].endswith("MiB")
+        assert placeholders["free"].endswith("MiB")
+        assert f"needs {placeholders['needed']}" in str(err.value)
+        assert await run(hass, tree, config) == before
+        await hass.config_entries.async_unload(entry.entry_id)
+    assert restart_calls == []
+
+
+async def test_partial_restore_that_does_not_fit(
+    hass: HomeAssistant, tmp_path: Path, location_dir: Path
+) -> None:
+    """Files that expand beyond the free space are refused, nothing restored."""
+
+    def make_backup() -> None:
+        zeros = bytes(1 << 20)
+        members = [member("data", kind=tarfile.DIRTYPE)]
+        members += [member(f"data/big/{i}.bin", zeros) for i in range(100)]
+        build_archive(location_dir / "zeros.tar", members)
+
+    await run(hass, make_backup)
+    async with in_executor(hass, tmpfs(tmp_path / "config", size="64m")) as config:
+        await run(hass, write_files, config, {"configuration.yaml": "old: true\n"})
+        hass.config.config_dir = str(config)
+        entry = await _add_location(hass, location_dir, "NAS")
+        before = await run(hass, tree, config)
+        preview = await _call(
+            hass, entry, backup_id="abcd1234", paths=["big"], dry_run=True
+        )
+        assert preview["bytes"] == 100 << 20
+        assert preview["added"]["count"] == 100
+        assert preview["space"][0]["fits"] is False
+        with pytest.raises(HomeAssistantError) as err:
+            await _call(
+                hass, entry, backup_id="abcd1234", paths=["big"], safety_backup=False
+            )
+        assert err.value.translation_key == "restore_files_no_space"
+        assert err.value.translation_placeholders["path"] == str(config)
+        assert await run(hass, tree, config) == before
+        await hass.config_entries.async_unload(entry.entry_id)
 
 
 def _small_backup(config: Path, location: Path) -> str:

@@ -376,13 +376,18 @@ def holds_configuration(rel: str, member: tarfile.TarInfo) -> bool:
 
 
 @responsive_call
-def verify_backup(path: Path, password: str | None) -> VerifyResult:
+def verify_backup(
+    path: Path,
+    password: str | None,
+    observe: Callable[[tarfile.TarInfo], None] | None = None,
+) -> VerifyResult:
     """Read the whole archive: decrypt, decompress, every member, checksum.
 
     Every member of Home Assistant's archive is checked for safety (see
-    ``safety``). Raises WrongPasswordError (distinct from damage),
-    CorruptBackupError, InvalidBackupError, UnsupportedFormatError,
-    UnsafeArchiveError, BackupNotFoundError or LocationUnavailableError.
+    ``safety``), and handed to ``observe`` if given (in the same read).
+    Raises WrongPasswordError (distinct from damage), CorruptBackupError,
+    InvalidBackupError, UnsupportedFormatError, UnsafeArchiveError,
+    BackupNotFoundError or LocationUnavailableError.
     """
     members = 0
     data = 0
@@ -392,11 +397,14 @@ def verify_backup(path: Path, password: str | None) -> VerifyResult:
     def visit(name: str, tar: tarfile.TarFile, member: tarfile.TarInfo) -> None:
         nonlocal members, data, configuration
         members += 1
-        if is_homeassistant(name) and check.add(member):
-            rel = check.mapped(member.name)
-            configuration = configuration or (
-                rel is not None and holds_configuration(rel, member)
-            )
+        if is_homeassistant(name):
+            if check.add(member):
+                rel = check.mapped(member.name)
+                configuration = configuration or (
+                    rel is not None and holds_configuration(rel, member)
+                )
+            if observe is not None:
+                observe(member)
         data += read_member_data(tar, member)
 
     result = read_archive(

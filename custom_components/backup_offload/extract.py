@@ -12,14 +12,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 import contextlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 import os
 from pathlib import Path
 import secrets
 import shutil
 import stat
 import tarfile
-from typing import Final
+from typing import Final, Protocol
 
 from .archive_read import (
     each_member,
@@ -28,6 +28,7 @@ from .archive_read import (
     read_member_data,
 )
 from .errors import (
+    BackupOffloadError,
     UnsafeArchiveError,
 )
 from .excludes import ARCHIVE_ROOT
@@ -36,6 +37,22 @@ from .gil import responsive_call
 from .safety import SafetyCheck, is_unsafe_name
 from .securetar_compat import forget_members
 from .tarstream import member_chunks
+
+
+class SpaceBudget(Protocol):
+    """What an extraction may write (``restore_space.Budget``)."""
+
+    over: bool
+    """A member did not fit: nothing more is written."""
+
+    def take(self, member: tarfile.TarInfo, rel: str) -> bool:
+        """Count a member before it is written; return whether it fits."""
+
+    def error(self) -> BackupOffloadError:
+        """Return the error for what did not fit."""
+
+    def reset(self) -> None:
+        """Forget what was counted (the extraction starts again)."""
 
 
 @dataclass(slots=True)
@@ -50,6 +67,8 @@ class _Selection:
     """Target-relative path -> member name (the last one wins, as on disk)."""
     chosen: dict[str, str]
     """Member name -> path relative to the target."""
+    headers: dict[str, tuple[bytes, int, str]] = field(default_factory=dict)
+    """Member name -> type, size and link target (for a space budget)."""
 
     def visit(self, name: str, tar: tarfile.TarFile, member: tarfile.TarInfo) -> None:
         self.check.add(member)
@@ -58,6 +77,7 @@ class _Selection:
         if not rel:
             return
         self.order[member.name] = len(self.order)
+        self.headers[member.name] = (member.type, member.size, member.linkname)
         self.by_rel[rel] = member.name
         if self.select is None or self.select(rel):
             self.chosen[member.name] = rel
@@ -71,6 +91,15 @@ class _Selection:
         self.chosen = dict(
             sorted(self.chosen.items(), key=lambda item: self.order[item[0]])
         )
+
+    def require(self, budget: SpaceBudget) -> None:
+        """Raise the budget's error if the chosen members do not fit."""
+        for name, rel in self.chosen.items():
+            header = tarfile.TarInfo(rel)
+            header.type, header.size, header.linkname = self.headers[name]
+            budget.take(header, rel)
+        if budget.over:
+            raise budget.error()
 
 
 class _Created:
@@ -119,6 +148,8 @@ def extract_backup(
     target: Path,
     password: str | None,
     select: Callable[[str], bool] | None = None,
+    *,
+    budget: SpaceBudget | None = None,
 ) -> list[str]:
     """Extract the config directory of a backup into ``target``.
 
@@ -137,14 +168,21 @@ def extract_backup(
     checked. Only a chosen hard link to a file that was not chosen makes it
     read twice: checked completely, then the members extracted.
 
+    ``budget`` counts every chosen member before it is written: once one
+    does not fit, nothing more is written, the rest of the archive is read
+    (checked, and counted for the message), what was written is removed
+    and the budget's error raised. So the file system never fills.
+
     Returns the extracted relative paths in archive order. Raises what
     ``verify_backup`` raises, and InsufficientSpaceError or WriteFailedError
     when writing into ``target`` fails.
     """
     try:
-        return _OnePass(path, target, password, select).run()
+        return _OnePass(path, target, password, select, budget).run()
     except _LinkTargetNotChosenError:
         pass  # nothing of the first attempt is left
+    if budget is not None:
+        budget.reset()
     selection = _Selection(SafetyCheck(ARCHIVE_ROOT), select, {}, {}, {})
     checked = read_archive(
         path,
@@ -155,6 +193,8 @@ def extract_backup(
     )
     selection.check.finish()
     selection.close_hardlinks()
+    if budget is not None:
+        selection.require(budget)  # before anything is written
     if selection.chosen:
         _extract(path, target, password, selection, checked.sha256)
     return list(dict.fromkeys(selection.chosen.values()))
@@ -176,11 +216,13 @@ class _OnePass:
         target: Path,
         password: str | None,
         select: Callable[[str], bool] | None,
+        budget: SpaceBudget | None,
     ) -> None:
         self.path = path
         self.target = target
         self.password = password
         self.select = select
+        self.budget = budget
         self.check = SafetyCheck(ARCHIVE_ROOT)
         self.chosen: dict[str, tarfile.TarInfo] = {}
         """Target-relative path -> its (last) member, in archive order."""
@@ -212,10 +254,15 @@ class _OnePass:
         return list(self.chosen)
 
     def _finish_check(self) -> None:
-        """Raise for unsafe members (all named), or what the filter refused."""
+        """Raise for unsafe members (all named), then what the filter refused.
+
+        Then for members beyond the budget: safety comes first.
+        """
         self.check.finish()
         if self.refused is not None:
             raise self.refused
+        if self.budget is not None and self.budget.over:
+            raise self.budget.error()
 
     def _prepare(self) -> None:
         """Create the target if needed and choose the staging directory."""
@@ -245,6 +292,8 @@ class _OnePass:
                 continue
             rel = self.check.mapped(member.name)
             if rel and (self.select is None or self.select(rel)):
+                if self.budget is not None and not self.budget.take(member, rel):
+                    continue  # counted, for the message; nothing more is written
                 if member.islnk():
                     member.linkname = (
                         self.check.mapped(member.linkname) or member.linkname

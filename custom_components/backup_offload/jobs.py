@@ -257,12 +257,15 @@ def restore_stage(
     password: str | None,
     *,
     is_newer: Callable[[str], bool],
+    temp_dir: Path,
+    restore_database: bool,
     checked: Callable[[], None],
 ) -> Staged:
     """Probe, find the backup, validate it and stage a verified local copy.
 
     The location is only read: one pass copies the archive to this machine
-    and everything else reads the local copy.
+    and everything else reads the local copy. ``temp_dir`` is Home
+    Assistant's temporary directory (where its restore unpacks the backup).
     """
     probe_location(location)
     checked()
@@ -274,6 +277,8 @@ def restore_stage(
         password,
         config_dir=location.config_dir,
         is_newer=is_newer,
+        temp_dir=temp_dir,
+        restore_database=restore_database,
     )
 
 
@@ -285,6 +290,7 @@ def restore_preview(
     patterns: Sequence[str] | None,
     restore_database: bool,
     is_newer: Callable[[str], bool],
+    temp_dir: Path,
     checked: Callable[[], None],
 ) -> tuple[BackupInfo, Preview]:
     """Probe, find the backup, and report what restoring it would change."""
@@ -300,6 +306,7 @@ def restore_preview(
         patterns=patterns,
         restore_database=restore_database,
         is_newer=is_newer,
+        temp_dir=temp_dir,
     )
 
 

@@ -110,6 +110,52 @@ class StagingSpaceError(BackupOffloadError):
     reason = "restore_no_space"
 
 
+class StartupSpaceError(StagingSpaceError):
+    """Home Assistant's restore at startup would fill a file system.
+
+    Placeholders: ``path`` (a directory on that file system), ``needed`` and
+    ``free`` (readable sizes).
+    """
+
+    reason = "restore_startup_no_space"
+
+
+class StartupInodesError(StagingSpaceError):
+    """Home Assistant's restore at startup would need more files than fit.
+
+    Placeholders: ``path``, ``needed`` and ``free`` (numbers of files).
+    """
+
+    reason = "restore_startup_no_inodes"
+
+
+class ConfigNotClearableError(BackupOffloadError):
+    """Home Assistant's restore would stop halfway through emptying the config.
+
+    Placeholder ``path``: the entry it would stop at (relative).
+    """
+
+    reason = "restore_config_not_clearable"
+
+
+class FilesSpaceError(BackupOffloadError):
+    """The chosen files of a partial restore do not fit, with the reserve.
+
+    Placeholders: ``path``, ``needed``, ``free`` and ``reserve`` (readable sizes).
+    """
+
+    reason = "restore_files_no_space"
+
+
+class FilesInodesError(FilesSpaceError):
+    """The chosen files of a partial restore are more files than fit.
+
+    Placeholders: ``path``, ``needed`` and ``free`` (numbers of files).
+    """
+
+    reason = "restore_files_no_inodes"
+
+
 class StagingError(BackupOffloadError):
     """Writing on this machine (staging, instruction) failed."""
 
@@ -203,7 +249,6 @@ def check_start(path: Path, backup: BackupInfo, password: str | None) -> None:
     ``homeassistant.tar`` as ``backup.json``'s ``compressed`` says; an
     archive named otherwise would fail at startup.
     """
-    expected = INNER_NAME + (".gz" if backup.compressed else "")
     seen: list[str] = []
 
     def consume(name: str, tar: tarfile.TarFile) -> None:
@@ -212,7 +257,17 @@ def check_start(path: Path, backup: BackupInfo, password: str | None) -> None:
 
     with contextlib.suppress(_Enough):
         read_archive(path, password, consume, wanted=is_homeassistant)
-    if seen != [expected]:
+    check_inner(backup, seen)
+
+
+def check_inner(backup: BackupInfo, seen: Sequence[str]) -> None:
+    """Refuse unless Home Assistant's archive is the one its restore looks for.
+
+    ``seen``: the names of the Home Assistant archives read (see
+    ``check_start``).
+    """
+    expected = INNER_NAME + (".gz" if backup.compressed else "")
+    if list(seen) != [expected]:
         raise NotRestorableError(
             f"{backup.file}: backup.json says compressed={backup.compressed},"
             f" so Home Assistant's restore looks for {expected}, but the backup"

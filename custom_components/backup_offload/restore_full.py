@@ -42,6 +42,16 @@ from .restore import (
     check_version,
     effective_password,
 )
+from .restore_space import (
+    ArchiveSizer,
+    Clearing,
+    FileSystem,
+    keep_names,
+    outer_usage,
+    plan_clearing,
+    require_startup,
+    startup_needs,
+)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -79,6 +89,29 @@ def _require_space(path: Path, needed: int, what: str) -> None:
             free=str(free),
             needed=str(needed),
         )
+
+
+def _file_system(path: Path) -> FileSystem:
+    try:
+        return FileSystem.of(path)
+    except OSError as err:
+        raise StagingError(f"Checking the free space of {path} failed: {err}") from err
+
+
+def _clearing(config_dir: Path, restore_database: bool, staged: Path) -> Clearing:
+    """Return what Home Assistant's restore frees when it empties the config.
+
+    Raises ConfigNotClearableError for what would stop it halfway. The
+    staged archive stays on disk (Home Assistant holds it open).
+    """
+    try:
+        return plan_clearing(
+            config_dir,
+            keep_names(restore_database),
+            skip=[staged.relative_to(config_dir).as_posix()],
+        )
+    except OSError as err:
+        raise StagingError(f"Reading {config_dir} failed: {err}") from err
 
 
 def _read_sidecar(path: Path) -> str | None:
@@ -159,28 +192,34 @@ def stage(
     *,
     config_dir: Path,
     is_newer: Callable[[str], bool],
+    temp_dir: Path | None = None,
+    restore_database: bool = True,
 ) -> Staged:
     """Validate a backup and copy it, verified, into ``tmp_backups``.
 
     In order, cheapest refusal first: Home Assistant version, password and
-    layout (reads the start), local space for the copy, the copy itself
-    (compared with the location's ``.sha256`` when there is one), a full
-    verification of the local copy (decrypt, decompress, every member
-    checked for safety, checksum of the copy), and the space Home
-    Assistant's restore needs at startup in the temporary directory (it
-    unpacks the archive there before it replaces the configuration). On any
+    layout (reads the start), a configuration directory that Home
+    Assistant's restore could not empty (``restore_space.plan_clearing``),
+    local space for the copy, the copy itself (compared with the location's
+    ``.sha256`` when there is one), a full verification of the local copy
+    (decrypt, decompress, every member checked for safety, checksum of the
+    copy), and the space Home Assistant's restore at startup needs on every
+    file system it writes to (``restore_space``; ``temp_dir`` is Home
+    Assistant's temporary directory, where it unpacks the archive). On any
     error nothing is left behind, not even ``tmp_backups`` when it was made
     here.
     """
     check_version(backup, is_newer)
     password = effective_password(backup, password)
     check_start(source, backup, password)
+    temp_dir = Path(tempfile.gettempdir()) if temp_dir is None else temp_dir
     staging = config_dir / STAGING_DIR
+    final = staging / f"{STAGED_PREFIX}{id_part(backup.backup_id)}.tar"
+    clearing = _clearing(config_dir, restore_database, final)
     created_dir = _ensure_dir(staging)
     token = secrets.token_hex(4)
     temp = staging / f"{TEMP_PREFIX}{id_part(backup.backup_id)}-{token}.tar.tmp"
     temp_sidecar = temp.with_name(temp.name + SIDECAR_SUFFIX)
-    final = staging / f"{STAGED_PREFIX}{id_part(backup.backup_id)}.tar"
     published = False
     try:
         _require_space(staging, backup.size, "Copying the backup to this machine")
@@ -188,19 +227,20 @@ def stage(
         digest = _copy(source, temp)
         _check_digest(backup, digest, expected)
         _write_new(temp_sidecar, f"{digest}  {temp.name}\n".encode())
+        sizer = ArchiveSizer(
+            temp_block=_file_system(temp_dir).block,
+            config_block=_file_system(config_dir).block,
+            restore_database=restore_database,
+        )
         try:
-            verified = verify_backup(temp, password)
+            verified = verify_backup(temp, password, sizer.add)
         except LocationUnavailableError as err:
             # The copy is local: a read error is this machine's problem.
             raise StagingError(f"Reading the staged copy failed: {err}") from err
         remove_quietly(temp_sidecar)
         _require_configuration(backup, verified)
-        # Home Assistant extracts the archive, then its content, into the
-        # temporary directory before it clears the configuration.
-        _require_space(
-            Path(tempfile.gettempdir()),
-            backup.size + verified.bytes,
-            "Home Assistant's restore at startup",
+        _require_startup_space(
+            temp, password, sizer, clearing, config_dir=config_dir, temp_dir=temp_dir
         )
         try:
             temp.replace(final)
@@ -237,6 +277,40 @@ def _require_configuration(backup: BackupInfo, verified: VerifyResult) -> None:
             " it would leave an empty configuration",
             file=backup.file,
         )
+
+
+def _require_startup_space(
+    staged: Path,
+    password: str | None,
+    sizer: ArchiveSizer,
+    clearing: Clearing,
+    *,
+    config_dir: Path,
+    temp_dir: Path,
+) -> None:
+    """Refuse a restore that would fill a disk at startup (``restore_space``).
+
+    Measured with the staged copy in place: it stays until the end.
+    """
+    temp = _file_system(temp_dir)
+    try:
+        if sizer.links:
+            sizer.measure_links(staged, password)
+        unpacked = sizer.unpacked() + outer_usage(staged, temp.block)
+    except LocationUnavailableError as err:
+        raise StagingError(f"Reading the staged copy again failed: {err}") from err
+    needs = startup_needs(
+        config=_file_system(config_dir),
+        temp=temp,
+        unpacked=unpacked,
+        copied=sizer.copied(),
+        freed=clearing.freed,
+    )
+    require_startup(
+        needs,
+        f"the configuration directory is {config_dir}, the temporary directory"
+        f" {temp_dir}",
+    )
 
 
 def _check_digest(backup: BackupInfo, digest: str, expected: str | None) -> None:

@@ -28,6 +28,7 @@ from .restore import (
     require_matches,
     selector,
 )
+from .restore_space import Budget, FileSystem
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -54,9 +55,19 @@ def extract_selected(
     can be renamed into place). The whole archive is read and checked first
     (``extract_backup``); a chosen path that is never restored live, or
     whose destination leads out of the config directory, refuses the
-    restore with nothing written into the configuration.
+    restore with nothing written into the configuration. So does a
+    selection that does not fit in the free space less the reserve
+    (FilesSpaceError): each file is counted before it is written, and
+    nothing is written past that budget, so the disk Home Assistant writes
+    its database and ``.storage`` to never fills up.
     """
     password = effective_password(backup, password)
+    try:
+        budget = Budget(FileSystem.of(config_dir))
+    except OSError as err:
+        raise RestoreWriteError(
+            f"Checking the free space of {config_dir} failed: {err}", restored="none"
+        ) from err
     chosen = selector(patterns)
     selected: set[str] = set()
 
@@ -74,7 +85,7 @@ def extract_selected(
 
     temp_dir = config_dir / f"{PARTIAL_PREFIX}{secrets.token_hex(4)}"
     try:
-        extracted = extract_backup(source, temp_dir, password, select)
+        extracted = extract_backup(source, temp_dir, password, select, budget=budget)
         files = [
             rel
             for rel in extracted

@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 from functools import partial
 from pathlib import Path
+import tempfile
 from typing import TYPE_CHECKING, Any
 
 from homeassistant import backup_restore
@@ -36,6 +37,7 @@ from . import (
     restore_outcome,
     restore_partial,
     restore_preview,
+    restore_space,
 )
 from .const import (
     CONF_PASSWORD,
@@ -116,8 +118,28 @@ is_newer = restore.NewerThan(HA_VERSION)
 """Whether a backup's Home Assistant version is newer than the running one."""
 
 
-def _paths(paths: list[str]) -> dict[str, Any]:
-    return {"count": len(paths), "paths": paths[: restore_preview.PREVIEW_PATHS]}
+def _paths(count: int, paths: list[str]) -> dict[str, Any]:
+    return {"count": count, "paths": paths[: restore_preview.PREVIEW_PATHS]}
+
+
+def _space(need: restore_space.SpaceNeed) -> dict[str, Any]:
+    return {
+        "path": need.path,
+        "needed": need.needed,
+        "free": need.free,
+        "files_needed": need.inodes,
+        "files_free": need.free_inodes,
+        "fits": need.fits,
+    }
+
+
+async def _async_temp_dir(hass: HomeAssistant) -> Path:
+    """Return Home Assistant's temporary directory, where its restore unpacks.
+
+    Home Assistant's restore at startup runs in this process's environment;
+    ``tempfile`` may try files to find it (hence the executor).
+    """
+    return Path(await hass.async_add_executor_job(tempfile.gettempdir))
 
 
 async def async_restore(
@@ -191,7 +213,12 @@ async def _async_restore_full(
     async with manager.operation(OperationState.RESTORING, exclusive=True):
         instruction_keys()
         staged: restore_full.Staged = await manager.runner.run_checked(
-            partial(jobs.restore_stage, is_newer=is_newer),
+            partial(
+                jobs.restore_stage,
+                is_newer=is_newer,
+                temp_dir=await _async_temp_dir(hass),
+                restore_database=restore_database,
+            ),
             location,
             backup_id,
             password,
@@ -327,6 +354,7 @@ async def _async_preview(
                 patterns=paths,
                 restore_database=restore_database,
                 is_newer=is_newer,
+                temp_dir=await _async_temp_dir(manager.hass),
             ),
             manager.coordinator.location,
             backup_id,
@@ -337,10 +365,12 @@ async def _async_preview(
         "mode": "full" if paths is None else "partial",
         "backup": backup_to_dict(backup, manager.instance_id),
         "restore_database": restore_database,
-        "added": _paths(diff.added),
-        "changed": _paths(diff.changed),
-        "removed": _paths(diff.removed),
+        "added": _paths(diff.added_count, diff.added),
+        "changed": _paths(diff.changed_count, diff.changed),
+        "removed": _paths(diff.removed_count, diff.removed),
         "unchanged": diff.unchanged,
+        "bytes": diff.write_bytes,
+        "space": [_space(need) for need in diff.space],
     }
 
 

@@ -17,6 +17,7 @@ import os
 from pathlib import Path
 import shutil
 import tarfile
+import tracemalloc
 from typing import Any
 
 import pytest
@@ -28,6 +29,7 @@ from custom_components.backup_offload import (
     restore_outcome,
     restore_partial,
     restore_preview,
+    restore_space,
 )
 from custom_components.backup_offload.archive import (
     BackupInfo,
@@ -175,21 +177,36 @@ def test_home_assistant_restores_the_staged_copy(
 
 
 def test_stage_keeps_an_existing_staging_dir_and_older_copy(
-    config: Path, location: Path, target: Path, monkeypatch: pytest.MonkeyPatch
+    config: Path,
+    location: Path,
+    target: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A failure removes only this attempt's files."""
     info, path = make_backup(config, location)
     older = write(target / STAGING_DIR / f"backup_offload_{info.backup_id}.tar", "x")
-    real_free = restore_full._free_bytes
-    temp_dir = os.path.realpath(restore_full.tempfile.gettempdir())
+    temp_dir = tmp_path / "tmp"
+    temp_dir.mkdir()
+    real = restore_full._file_system
 
-    def free(where: Path) -> int:
+    def file_system(where: Path) -> restore_space.FileSystem:
         # Plenty for the copy, none for Home Assistant's unpacking at startup.
-        return 0 if os.path.realpath(where) == temp_dir else real_free(where)
+        found = real(where)
+        return (
+            dataclasses.replace(found, free=0) if where in (temp_dir, target) else found
+        )
 
-    monkeypatch.setattr(restore_full, "_free_bytes", free)
+    monkeypatch.setattr(restore_full, "_file_system", file_system)
     with pytest.raises(StagingSpaceError, match="restore at startup"):
-        restore_full.stage(path, info, None, config_dir=target, is_newer=never_newer)
+        restore_full.stage(
+            path,
+            info,
+            None,
+            config_dir=target,
+            is_newer=never_newer,
+            temp_dir=temp_dir,
+        )
     assert [p.name for p in (target / STAGING_DIR).iterdir()] == [older.name]
     assert older.read_text() == "x"
 
@@ -702,6 +719,7 @@ def test_preview_refuses_unsafe(location: Path, target: Path) -> None:
             member("data/hard", kind=tarfile.LNKTYPE, linkname="data/nothing"),
         ],
     )
+    os.mkfifo(target / "pipe")
     with pytest.raises(UnsafeArchiveError):
         restore_preview.preview(
             path,
@@ -719,14 +737,20 @@ def test_preview_ignores_files_that_vanish(
 ) -> None:
     """A file removed while the config dir is walked is simply not there."""
     info, path = make_backup(config, location)
-    real_lstat = os.lstat
+    real_lstat, real_scandir = os.lstat, os.scandir
 
     def lstat(path: Any, *args: Any, **kwargs: Any) -> os.stat_result:
-        if Path(path).name == "secrets.yaml":
+        if Path(path).name in ("secrets.yaml", "manifest.json"):
             raise FileNotFoundError(path)
         return real_lstat(path, *args, **kwargs)
 
-    monkeypatch.setattr(restore_preview.os, "lstat", lstat)
+    def scandir(path: Any) -> Any:
+        if Path(path).name == "themes":
+            raise FileNotFoundError(path)
+        return real_scandir(path)
+
+    monkeypatch.setattr(restore_space.os, "lstat", lstat)
+    monkeypatch.setattr(restore_space.os, "scandir", scandir)
     diff = restore_preview.preview(
         path,
         info,
@@ -736,7 +760,169 @@ def test_preview_ignores_files_that_vanish(
         restore_database=True,
         is_newer=never_newer,
     )
-    assert diff.added == ["secrets.yaml"]
+    assert diff.added == [
+        "custom_components/demo/manifest.json",
+        "secrets.yaml",
+        "themes/current.yaml",
+    ]
+
+
+def _tiny_members(count: int, *, start: int = 0) -> list[Any]:
+    return [
+        member(f"data/d{index // 100}/f{index}.txt", b"%d" % index)
+        for index in range(start, start + count)
+    ]
+
+
+def _preview_full(path: Path, info: BackupInfo, config_dir: Path) -> Any:
+    return restore_preview.preview(
+        path,
+        info,
+        None,
+        config_dir=config_dir,
+        patterns=None,
+        restore_database=True,
+        is_newer=never_newer,
+    )
+
+
+def test_preview_memory_does_not_grow_with_members(
+    tmp_path: Path, target: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Four times the members, the same memory: counts, not lists, are kept.
+
+    The exact part of the bounded sets is made small, so that a small
+    archive shows what a million members would.
+    """
+    monkeypatch.setattr(restore_preview, "ADDED_EXACT", 500)
+    monkeypatch.setattr(restore_space, "DIRECTORIES_EXACT", 20)
+    peaks = []
+    for count in (8_000, 32_000):
+        location = tmp_path / f"share-{count}"
+        location.mkdir()
+        info, path = crafted(
+            location,
+            [member("data", kind=tarfile.DIRTYPE), *_tiny_members(count)],
+            compress=False,
+        )
+        tracemalloc.start()
+        try:
+            diff = _preview_full(path, info, target)
+            peaks.append(tracemalloc.get_traced_memory()[1])
+        finally:
+            tracemalloc.stop()
+        assert diff.added_count == count
+        assert diff.added == sorted(f"d0/f{i}.txt" for i in range(100))[:20]
+    assert peaks[1] - peaks[0] < 512 * 1024, peaks
+
+
+@pytest.mark.parametrize("exact", [100_000, 5])
+def test_preview_counts_each_path_once(
+    location: Path, target: Path, monkeypatch: pytest.MonkeyPatch, exact: int
+) -> None:
+    """A path twice in the backup counts once, as the last one (the restored).
+
+    Also once the added paths are only remembered in the Bloom filter.
+    """
+    monkeypatch.setattr(restore_preview, "ADDED_EXACT", exact)
+    info, path = crafted(
+        location,
+        [
+            member("data", kind=tarfile.DIRTYPE),
+            member("data/configuration.yaml", b"other: true\n"),
+            member("data/automations.yaml", b"- broken\n"),
+            *_tiny_members(30),
+            member("data/configuration.yaml", b"target: true\n"),
+            member("data/automations.yaml", b"- fixed\n"),
+            *_tiny_members(30),
+            member("data/d0/f0.txt", b"last"),
+        ],
+    )
+    diff = _preview_full(path, info, target)
+    assert diff.added_count == 30
+    assert diff.added == sorted(f"d0/f{i}.txt" for i in range(30))[:20]
+    assert (diff.changed, diff.changed_count) == (["automations.yaml"], 1)
+    assert diff.unchanged == 1
+    assert (diff.removed, diff.removed_count) == ([], 0)
+
+
+def test_preview_reports_what_is_written(config: Path, location: Path) -> None:
+    """The data a full restore copies in, and the space it needs, per disk."""
+    info, path = make_backup(config, location)
+    diff = _preview_full(path, info, config)
+    big = (config / "www/big.bin").stat().st_size
+    # www/latest is a symlink to www/images: Home Assistant copies it again.
+    assert diff.write_bytes > big + 2 * 5000
+    (need,) = diff.space  # one file system for all here
+    assert need.free > need.needed > 2 * diff.write_bytes
+    assert need.fits
+
+
+def test_preview_of_hard_links(location: Path, target: Path) -> None:
+    """A hard link restores as a copy of its file: compared with that content."""
+    info, path = crafted(
+        location,
+        [
+            member("data", kind=tarfile.DIRTYPE),
+            member("data/a.txt", b"same"),
+            member("data/b.txt", kind=tarfile.LNKTYPE, linkname="data/a.txt"),
+            member("data/c.txt", kind=tarfile.LNKTYPE, linkname="data/b.txt"),
+            member("data/d.txt", kind=tarfile.LNKTYPE, linkname="data/a.txt"),
+            member("data/e.txt", kind=tarfile.LNKTYPE, linkname="data/a.txt"),
+            member("data/new.txt", kind=tarfile.LNKTYPE, linkname="data/a.txt"),
+        ],
+    )
+    write(target / "a.txt", "same")
+    write(target / "b.txt", "same")  # the same content
+    write(target / "c.txt", "diff")  # the same size, through a link to a link
+    write(target / "d.txt", "longer")
+    (target / "e.txt").symlink_to("a.txt")
+    diff = _preview_full(path, info, target)
+    assert diff.added == ["new.txt"]
+    assert diff.changed == ["c.txt", "d.txt", "e.txt"]
+    assert diff.unchanged == 2
+    assert diff.removed == ["automations.yaml", "configuration.yaml"]
+
+
+def test_preview_of_files_that_change_meanwhile(
+    location: Path, target: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file that shrinks, goes or cannot be read while compared: changed."""
+    names = ("shrinks", "goes", "unreadable", "kept")
+    info, path = crafted(
+        location,
+        [
+            member("data", kind=tarfile.DIRTYPE),
+            *[member(f"data/{name}", b"content") for name in names],
+        ],
+    )
+    for name in names:
+        write(target / name, "content")
+    real_open, real_read = os.open, os.read
+    unreadable: set[int] = set()
+
+    def open_(file: Any, flags: int, *args: Any) -> int:
+        name = Path(file).name
+        if name == "shrinks":
+            Path(file).write_text("con")
+        if name == "goes":
+            raise FileNotFoundError(file)
+        fd = real_open(file, flags, *args)
+        if name == "unreadable":
+            unreadable.add(fd)
+        return fd
+
+    def read(fd: int, size: int) -> bytes:
+        if fd in unreadable:
+            unreadable.discard(fd)  # the number is used again once closed
+            raise OSError(errno.EIO, "I/O error")
+        return real_read(fd, size)
+
+    monkeypatch.setattr(restore_preview.os, "open", open_)
+    monkeypatch.setattr(restore_preview.os, "read", read)
+    diff = _preview_full(path, info, target)
+    assert diff.changed == ["goes", "shrinks", "unreadable"]
+    assert diff.unchanged == 1
 
 
 def test_selector() -> None:
