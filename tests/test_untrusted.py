@@ -395,10 +395,9 @@ async def test_full_restore_refuses_a_backup_without_configuration(
 
     await run(hass, plant_empty)
     before = await run(hass, _tree, ha_config_dir)
-    with pytest.raises(HomeAssistantError) as err:
-        await call(
-            hass, "restore", init_integration, backup_id="e1e1e1e1", restart=False
-        )
-    assert err.value.translation_key == "not_restorable"
-    assert "neither configuration.yaml nor .storage" in str(err.value)
-    assert await run(hass, _tree, ha_config_dir) == before
+    for extra in ({"restart": False}, {"dry_run": True}):
+        with pytest.raises(HomeAssistantError) as err:
+            await call(hass, "restore", init_integration, backup_id="e1e1e1e1", **extra)
+        assert err.value.translation_key == "not_restorable"
+        assert "neither configuration.yaml nor .storage" in str(err.value)
+        assert await run(hass, _tree, ha_config_dir) == before

@@ -355,3 +355,18 @@ def require_matches(
             f"No file in {backup.file} matches {', '.join(patterns)}",
             patterns=", ".join(patterns),
         )
+
+
+def require_configuration(backup: BackupInfo, *, holds: bool) -> None:
+    """Refuse a full restore of a backup Home Assistant could not start from.
+
+    Its restore empties the configuration first: a backup with neither
+    ``configuration.yaml`` nor a file in ``.storage`` (``holds``, see
+    ``archive_read.holds_configuration``) would leave nothing behind.
+    """
+    if not holds:
+        raise NotRestorableError(
+            f"{backup.file} holds neither configuration.yaml nor .storage: restoring"
+            " it would leave an empty configuration",
+            file=backup.file,
+        )

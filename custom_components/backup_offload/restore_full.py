@@ -35,12 +35,12 @@ from .restore import (
     MARKER_NAME,
     STAGED_PREFIX,
     STAGING_DIR,
-    NotRestorableError,
     StagingError,
     StagingSpaceError,
     check_start,
     check_version,
     effective_password,
+    require_configuration,
 )
 from .restore_space import (
     ArchiveSizer,
@@ -238,7 +238,7 @@ def stage(
             # The copy is local: a read error is this machine's problem.
             raise StagingError(f"Reading the staged copy failed: {err}") from err
         remove_quietly(temp_sidecar)
-        _require_configuration(backup, verified)
+        require_configuration(backup, holds=verified.configuration)
         _require_startup_space(
             temp, password, sizer, clearing, config_dir=config_dir, temp_dir=temp_dir
         )
@@ -263,20 +263,6 @@ def stage(
         verified=verified,
         created_dir=created_dir,
     )
-
-
-def _require_configuration(backup: BackupInfo, verified: VerifyResult) -> None:
-    """Refuse a backup Home Assistant could not start from.
-
-    Its restore empties the configuration first: a backup without
-    ``configuration.yaml`` and ``.storage`` would leave nothing behind.
-    """
-    if not verified.configuration:
-        raise NotRestorableError(
-            f"{backup.file} holds neither configuration.yaml nor .storage: restoring"
-            " it would leave an empty configuration",
-            file=backup.file,
-        )
 
 
 def _require_startup_space(

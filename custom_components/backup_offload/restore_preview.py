@@ -26,7 +26,12 @@ import tempfile
 from typing import Final
 
 from .archive import BackupInfo
-from .archive_read import each_member, is_homeassistant, read_archive
+from .archive_read import (
+    each_member,
+    holds_configuration,
+    is_homeassistant,
+    read_archive,
+)
 from .errors import BackupOffloadError
 from .excludes import ARCHIVE_ROOT
 from .restore import (
@@ -37,6 +42,7 @@ from .restore import (
     check_version,
     effective_password,
     is_live_forbidden,
+    require_configuration,
     require_matches,
     selector,
 )
@@ -338,10 +344,14 @@ def _full(
         restore_database=restore_database,
     )
 
+    holds = False
+
     def visit(name: str, tar: tarfile.TarFile, member: tarfile.TarInfo) -> None:
-        check.add(member)
+        nonlocal holds
+        safe = check.add(member)
         sizer.add(member)
         rel = check.mapped(member.name)
+        holds = holds or (safe and rel is not None and holds_configuration(rel, member))
         if sizer.copies(rel) and not member.isdir():
             comparison.member(rel or "", tar, member)
 
@@ -357,6 +367,7 @@ def _full(
     read_archive(source, password, consume, wanted=is_homeassistant)
     check_inner(backup, inner)
     check.finish()
+    require_configuration(backup, holds=holds)
     _second_read(source, password, check, comparison, sizer)
     copied = sizer.copied()
     space = startup_needs(

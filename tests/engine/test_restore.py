@@ -802,7 +802,11 @@ def test_preview_memory_does_not_grow_with_members(
         location.mkdir()
         info, path = crafted(
             location,
-            [member("data", kind=tarfile.DIRTYPE), *_tiny_members(count)],
+            [
+                member("data", kind=tarfile.DIRTYPE),
+                member("data/configuration.yaml", b"target: true\n"),
+                *_tiny_members(count),
+            ],
             compress=False,
         )
         tracemalloc.start()
@@ -864,6 +868,7 @@ def test_preview_of_hard_links(location: Path, target: Path) -> None:
         location,
         [
             member("data", kind=tarfile.DIRTYPE),
+            member("data/configuration.yaml", b"target: true\n"),
             member("data/a.txt", b"same"),
             member("data/b.txt", kind=tarfile.LNKTYPE, linkname="data/a.txt"),
             member("data/c.txt", kind=tarfile.LNKTYPE, linkname="data/b.txt"),
@@ -880,8 +885,8 @@ def test_preview_of_hard_links(location: Path, target: Path) -> None:
     diff = _preview_full(path, info, target)
     assert diff.added == ["new.txt"]
     assert diff.changed == ["c.txt", "d.txt", "e.txt"]
-    assert diff.unchanged == 2
-    assert diff.removed == ["automations.yaml", "configuration.yaml"]
+    assert diff.unchanged == 3  # configuration.yaml too
+    assert diff.removed == ["automations.yaml"]
 
 
 def test_preview_of_files_that_change_meanwhile(
@@ -893,6 +898,7 @@ def test_preview_of_files_that_change_meanwhile(
         location,
         [
             member("data", kind=tarfile.DIRTYPE),
+            member("data/configuration.yaml", b"target: true\n"),
             *[member(f"data/{name}", b"content") for name in names],
         ],
     )
@@ -922,7 +928,7 @@ def test_preview_of_files_that_change_meanwhile(
     monkeypatch.setattr(restore_preview.os, "read", read)
     diff = _preview_full(path, info, target)
     assert diff.changed == ["goes", "shrinks", "unreadable"]
-    assert diff.unchanged == 1
+    assert diff.unchanged == 2  # kept, configuration.yaml
 
 
 def test_selector() -> None:
