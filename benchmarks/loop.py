@@ -366,12 +366,12 @@ async def run_scenarios(
         async_test_home_assistant,
     )
 
-    from custom_components.backup_offload import worker
     from custom_components.backup_offload.const import (
         CONF_PATH,
         CONF_REQUIRE_MOUNT,
         DOMAIN,
     )
+    from custom_components.backup_offload.engine import worker
 
     results: dict[str, dict[str, Any]] = {}
 

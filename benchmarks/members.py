@@ -55,7 +55,7 @@ def _add(tar: tarfile.TarFile, name: str, data: bytes | None = None) -> None:
 
 def members_set(count: int, cache: Path) -> tuple[Path, Path]:
     """Return (the backup's location, a small config dir), built once."""
-    from custom_components.backup_offload import securetar_compat
+    from custom_components.backup_offload.engine.archive import securetar_compat
 
     root = cache / f"members-{count}"
     location, config = root / "location", root / "config"

@@ -119,22 +119,24 @@ def _engine_call(func: Any, *args: Any, **kwargs: Any) -> Any:
     """Call an engine function as the integration does (in a worker process)."""
     if IN_THIS_PROCESS:
         return func(*args, **kwargs)
-    from custom_components.backup_offload import worker
+    from custom_components.backup_offload.engine import worker
 
     return worker.run(func, *args, **kwargs)
 
 
 def ours_create(source: Path, out: Path, password: str | None) -> dict[str, Any]:
-    from custom_components.backup_offload import archive
+    from custom_components.backup_offload.engine.archive import (
+        create,
+    )
 
     try:
-        from custom_components.backup_offload.compression import BACKEND
+        from custom_components.backup_offload.engine.archive.compression import BACKEND
 
         compressor = BACKEND.name
     except ImportError:  # an engine from before compression.py
         compressor = "securetar gzip"
     result = _engine_call(
-        archive.create_backup,
+        create.create_backup,
         source,
         out,
         name="bench",
@@ -149,18 +151,22 @@ def ours_create(source: Path, out: Path, password: str | None) -> dict[str, Any]
 
 
 def ours_verify(archive_path: Path, password: str | None) -> dict[str, Any]:
-    from custom_components.backup_offload import archive
+    from custom_components.backup_offload.engine.archive import (
+        read,
+    )
 
-    result = _engine_call(archive.verify_backup, archive_path, password)
+    result = _engine_call(read.verify_backup, archive_path, password)
     return {"members": result.members}
 
 
 def ours_extract(
     archive_path: Path, target: Path, password: str | None
 ) -> dict[str, Any]:
-    from custom_components.backup_offload import archive
+    from custom_components.backup_offload.engine.archive import (
+        extract,
+    )
 
-    done = _engine_call(archive.extract_backup, archive_path, target, password)
+    done = _engine_call(extract.extract_backup, archive_path, target, password)
     return {"members": len(done)}
 
 
@@ -170,12 +176,16 @@ def ours_preview(
     """Run a full restore's dry run of ``archive_path`` against ``config``."""
     import tempfile
 
-    from custom_components.backup_offload import archive, restore, restore_preview
+    from custom_components.backup_offload.engine import metadata
+    from custom_components.backup_offload.engine.restore import (
+        checks as restore,
+        preview as restore_preview,
+    )
 
     diff = _engine_call(
         restore_preview.preview,
         archive_path,
-        archive.read_backup_info(archive_path),
+        metadata.read_backup_info(archive_path),
         password,
         config_dir=config,
         patterns=None,
@@ -255,10 +265,10 @@ def main() -> None:
     worker_start_kib = None
     if options.op.startswith("ours"):
         _engine_without_home_assistant()
-        from custom_components.backup_offload import archive, worker
+        from custom_components.backup_offload.engine import listing, worker
 
         # A worker that does nothing: its peak RSS is that of a fresh worker.
-        worker.run(archive.BackupScanner)
+        worker.run(listing.BackupScanner)
         worker_start_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     elif options.op.startswith("ha"):
         from homeassistant.components.backup import manager  # noqa: F401

@@ -206,7 +206,7 @@ def machine() -> dict[str, Any]:
             versions[package] = metadata.version(package)
         except metadata.PackageNotFoundError:
             versions[package] = None
-    from custom_components.backup_offload import compression
+    from custom_components.backup_offload.engine.archive import compression
 
     return {
         "cpu": cpu,
@@ -329,7 +329,7 @@ def _memory_row(run: dict[str, Any]) -> dict[str, Any]:
 
 def listing_set(s: Settings) -> Path:
     """Return a directory with ``listing_count`` small real backups (cached)."""
-    from custom_components.backup_offload import archive
+    from custom_components.backup_offload.engine.archive import create as archive
 
     root = s.cache / f"listing-{s.listing_count}"
     marker = root / ".complete"
@@ -363,7 +363,7 @@ def listing_set(s: Settings) -> Path:
 
 def listing(s: Settings) -> dict[str, Any]:
     """List ``listing_count`` backups: cold and warm, local and slow."""
-    from custom_components.backup_offload.archive import BackupScanner
+    from custom_components.backup_offload.engine.listing import BackupScanner
 
     root = listing_set(s)
 

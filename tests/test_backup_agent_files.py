@@ -11,9 +11,8 @@ from typing import Any
 
 import pytest
 
-from custom_components.backup_offload import agent_files
-from custom_components.backup_offload.archive import BackupScanner
-from custom_components.backup_offload.errors import (
+from custom_components.backup_offload.engine import transfer as agent_files
+from custom_components.backup_offload.engine.errors import (
     BackupNotFoundError,
     BackupOffloadError,
     CorruptBackupError,
@@ -22,7 +21,8 @@ from custom_components.backup_offload.errors import (
     LocationUnavailableError,
     WriteFailedError,
 )
-from custom_components.backup_offload.jobs import Location
+from custom_components.backup_offload.engine.jobs import Location
+from custom_components.backup_offload.engine.listing import BackupScanner
 
 from .test_backup_agent_methods import make_backup
 

@@ -29,7 +29,6 @@ import pytest
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
 from custom_components.backup_offload import DATA_BACKUP_AGENT_LISTENERS
-from custom_components.backup_offload.archive import TEMP_PREFIX, BackupInfo
 from custom_components.backup_offload.backup import (
     BackupOffloadAgent,
     LocationUnreachableError,
@@ -42,6 +41,7 @@ from custom_components.backup_offload.const import (
     CONF_REQUIRE_MOUNT,
     DOMAIN,
 )
+from custom_components.backup_offload.engine.metadata import TEMP_PREFIX, BackupInfo
 
 from .common import in_executor, run, wait_until
 from .mounts import tmpfs
@@ -367,7 +367,7 @@ async def test_read_only_location_on_delete(
 
     # Root ignores permissions: the write test itself fails instead.
     monkeypatch.setattr(
-        "custom_components.backup_offload.location._write_test", read_only
+        "custom_components.backup_offload.engine.location._write_test", read_only
     )
     with pytest.raises(BackupAgentUnreachableError, match="EROFS"):
         await agent.async_delete_backup("c0ffee01")
@@ -443,7 +443,7 @@ async def test_busy_location(
     short_timeout(init_integration, monkeypatch)
     release = threading.Event()
 
-    def long_operation(*, checked: Callable[[], None]) -> None:
+    def long_operation(checked: Callable[[], None]) -> None:
         checked()  # its probe passed: a long backup, not a hung share
         release.wait(10)
 
@@ -525,7 +525,7 @@ async def test_read_error_during_download(
         raise OSError(5, "Input/output error")
 
     monkeypatch.setattr(
-        "custom_components.backup_offload.agent_files.read_chunk", broken
+        "custom_components.backup_offload.engine.transfer.read_chunk", broken
     )
     with pytest.raises(BackupAgentError, match="Input/output error"):
         await _read_all(stream)

@@ -10,12 +10,12 @@ from homeassistant.core import HomeAssistant
 from homeassistant.helpers import issue_registry as ir
 import pytest
 
-from custom_components.backup_offload.archive import TEMP_PREFIX
 from custom_components.backup_offload.const import (
     DOMAIN,
     STALE_TEMP_AGE,
     OperationState,
 )
+from custom_components.backup_offload.engine.metadata import TEMP_PREFIX
 
 from .common import in_executor, run, setup_location
 from .locks import locked_by_another_process
@@ -57,7 +57,7 @@ async def test_stale_temporary_files_removed_at_setup(
     hass: HomeAssistant, ha_config_dir: Path, location_dir: Path
 ) -> None:
     """Leftovers of a crash (ours, old) go; anything else stays."""
-    from custom_components.backup_offload.archive import TEMP_PREFIX
+    from custom_components.backup_offload.engine.metadata import TEMP_PREFIX
 
     old = location_dir / f"{TEMP_PREFIX}crashed.tar.tmp"
     recent = location_dir / f"{TEMP_PREFIX}running.tar.tmp"

@@ -14,8 +14,8 @@ from homeassistant.helpers.event import async_track_state_change_event
 import pytest
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
-from custom_components.backup_offload import worker
 from custom_components.backup_offload.const import DOMAIN
+from custom_components.backup_offload.engine import worker
 from custom_components.backup_offload.manager import LocationManager
 from custom_components.backup_offload.runner import LocationRunner
 

@@ -26,9 +26,9 @@ import pytest
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
 import custom_components.backup_offload as integration
-from custom_components.backup_offload import jobs
-from custom_components.backup_offload.archive import TEMP_PREFIX
 from custom_components.backup_offload.const import STALE_TEMP_AGE
+from custom_components.backup_offload.engine import jobs
+from custom_components.backup_offload.engine.metadata import TEMP_PREFIX
 from custom_components.backup_offload.manager import DATA_LOCATIONS
 
 from .common import call, run, setup_location
@@ -269,11 +269,12 @@ def _hold_job(
 ) -> Callable[..., Any]:
     """Return a job that passes its probe, then waits for ``gate``."""
 
-    def held(*args: Any, checked: Callable[[], None], **kwargs: Any) -> Any:
+    def held(*args: Any, **kwargs: Any) -> Any:
+        *job_args, checked = args  # the runner passes it last
         checked()
         entered.set()
         assert gate.wait(WAIT)
-        return original(*args, checked=lambda: None, **kwargs)
+        return original(*job_args, lambda: None, **kwargs)
 
     return held
 

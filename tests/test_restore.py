@@ -34,8 +34,7 @@ from pytest_homeassistant_custom_component.common import (
     async_mock_service,
 )
 
-from custom_components.backup_offload import jobs, restorer
-from custom_components.backup_offload.archive import create_backup
+from custom_components.backup_offload import restoring as restorer
 from custom_components.backup_offload.const import (
     CONF_PATH,
     CONF_REQUIRE_MOUNT,
@@ -46,8 +45,13 @@ from custom_components.backup_offload.const import (
     ISSUE_RESTORE_FAILED,
     ISSUE_RESTORE_FAILED_OTHER,
 )
-from custom_components.backup_offload.errors import LocationUnavailableError
-from custom_components.backup_offload.restore import MARKER_NAME, STAGING_DIR
+from custom_components.backup_offload.engine import jobs
+from custom_components.backup_offload.engine.archive.create import create_backup
+from custom_components.backup_offload.engine.errors import LocationUnavailableError
+from custom_components.backup_offload.engine.restore.checks import (
+    MARKER_NAME,
+    STAGING_DIR,
+)
 
 from .common import call, in_executor, run
 from .engine.helpers import backup_json, build_archive, inner_offset, member
@@ -180,7 +184,7 @@ def test_restore_errors_and_issues_translated() -> None:
     """Every restore error and issue has text, with only known placeholders."""
     package = Path(restorer.__file__).parent
     strings = json.loads((package / "strings.json").read_text())
-    source = (package / "restore.py").read_text()
+    source = (package / "engine" / "restore" / "checks.py").read_text()
     reasons = set(re.findall(r'reason = "([a-z_]+)"', source))
     assert reasons <= set(strings["exceptions"])
     given = {
@@ -669,10 +673,11 @@ async def test_unknown_instruction_format(
 def _hold(gate: threading.Event, original: Callable[..., Any]) -> Callable[..., Any]:
     """Return a job that passes its probe, then waits for ``gate``."""
 
-    def held(*args: Any, checked: Callable[[], None], **kwargs: Any) -> Any:
+    def held(*args: Any, **kwargs: Any) -> Any:
+        *job_args, checked = args  # the runner passes it last
         checked()
         gate.wait(10)
-        return original(*args, checked=lambda: None, **kwargs)
+        return original(*job_args, lambda: None, **kwargs)
 
     return held
 

@@ -8,7 +8,7 @@ import threading
 from homeassistant.core import HomeAssistant
 import pytest
 
-from custom_components.backup_offload.errors import LocationUnavailableError
+from custom_components.backup_offload.engine.errors import LocationUnavailableError
 from custom_components.backup_offload.runner import LocationRunner
 
 
@@ -27,7 +27,7 @@ class Share:
         self.awake.wait(timeout=30)
         return "ok"
 
-    def operation(self, *, checked: Callable[[], None]) -> str:
+    def operation(self, checked: Callable[[], None]) -> str:
         self.probe()
         checked()
         return "done"
@@ -66,7 +66,7 @@ async def test_operation_only_its_probe_is_timed(hass: HomeAssistant) -> None:
     runner = LocationRunner(hass, "NAS", probe_timeout=0.2)
     release = threading.Event()
 
-    def slow(*, checked: Callable[[], None]) -> str:
+    def slow(checked: Callable[[], None]) -> str:
         checked()
         release.wait(timeout=0.6)
         return "slow but fine"

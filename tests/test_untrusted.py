@@ -162,7 +162,7 @@ async def test_long_id_is_stored_under_a_short_name(
     await run(hass, partial(plant, location_dir, "long.tar", slug=backup_id))
     listing = await call(hass, "list", init_integration)
     assert [b["backup_id"] for b in listing["backups"]] == [backup_id]
-    from custom_components.backup_offload.metadata import file_name
+    from custom_components.backup_offload.engine.metadata import file_name
 
     name = file_name("x", dt_util.now(), backup_id)
     assert len(name) < 100

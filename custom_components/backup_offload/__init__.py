@@ -3,35 +3,29 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from functools import partial
 
 from homeassistant.const import Platform
 from homeassistant.core import HomeAssistant, callback
 from homeassistant.helpers import config_validation as cv, instance_id
 from homeassistant.helpers.typing import ConfigType
-from homeassistant.util.hass_dict import HassKey
 
 from .const import DOMAIN, LOGGER, PROBE_TIMEOUT, UNLOAD_TIMEOUT
-from .coordinator import (
+from .coordinator import BackupOffloadCoordinator
+from .manager import LocationManager, location_key
+from .models import (
+    DATA_BACKUP_AGENT_LISTENERS,
+    DATA_LOCATIONS,
     BackupOffloadConfigEntry,
-    BackupOffloadCoordinator,
     BackupOffloadData,
 )
-from .manager import DATA_LOCATIONS, LocationManager, location_key
-from .restorer import async_report_restore_result
+from .restoring import async_report_restore_result
 from .runner import LocationRunner
 from .services import async_setup_services
 
 CONFIG_SCHEMA = cv.config_entry_only_config_schema(DOMAIN)
 
 PLATFORMS = [Platform.BINARY_SENSOR, Platform.BUTTON, Platform.SENSOR]
-
-# Listeners of Home Assistant's backup system (backup.py): each loaded
-# location is a backup agent, so they are told when one comes or goes.
-DATA_BACKUP_AGENT_LISTENERS: HassKey[list[Callable[[], None]]] = HassKey(
-    f"{DOMAIN}_backup_agent_listeners"
-)
 
 
 async def async_setup(hass: HomeAssistant, config: ConfigType) -> bool:

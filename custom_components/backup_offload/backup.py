@@ -30,17 +30,22 @@ from homeassistant.config_entries import ConfigEntryState
 from homeassistant.core import HomeAssistant, callback
 from homeassistant.exceptions import HomeAssistantError
 
-from . import DATA_BACKUP_AGENT_LISTENERS, agent_files, jobs
 from .const import CONF_PASSWORD, DOMAIN, LOGGER, OperationState
-from .errors import BackupNotFoundError, BackupOffloadError, LocationUnavailableError
+from .engine import jobs, transfer as agent_files
+from .engine.errors import (
+    BackupNotFoundError,
+    BackupOffloadError,
+    LocationUnavailableError,
+)
+from .models import DATA_BACKUP_AGENT_LISTENERS
 
 if TYPE_CHECKING:
     from homeassistant.components.backup.agent import (
         BackupAgentUnreachableError as _UnreachableBase,
     )
 
-    from .archive import BackupInfo
-    from .coordinator import BackupOffloadConfigEntry, BackupOffloadData
+    from .engine.metadata import BackupInfo
+    from .models import BackupOffloadConfigEntry, BackupOffloadData
 else:
     # Older Home Assistant versions have only the plain agent error.
     _UnreachableBase = getattr(

@@ -14,9 +14,9 @@ from homeassistant.const import EntityCategory
 from homeassistant.core import HomeAssistant
 from homeassistant.helpers.entity_platform import AddEntitiesCallback
 
-from .coordinator import BackupOffloadConfigEntry
+from .engine.errors import LocationUnavailableError
 from .entity import BackupOffloadEntity
-from .errors import LocationUnavailableError
+from .models import BackupOffloadConfigEntry
 
 PARALLEL_UPDATES = 0
 

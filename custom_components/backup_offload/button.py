@@ -6,8 +6,8 @@ from homeassistant.components.button import ButtonEntity, ButtonEntityDescriptio
 from homeassistant.core import HomeAssistant
 from homeassistant.helpers.entity_platform import AddEntitiesCallback
 
-from .coordinator import BackupOffloadConfigEntry
 from .entity import BackupOffloadEntity
+from .models import BackupOffloadConfigEntry
 
 # A press runs a whole backup; the location's own lock refuses a second one.
 PARALLEL_UPDATES = 1

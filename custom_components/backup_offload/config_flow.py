@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from functools import partial
 from typing import Any
 
@@ -25,7 +23,6 @@ from homeassistant.helpers.selector import (
     TextSelectorConfig,
     TextSelectorType,
 )
-from homeassistant.util.hass_dict import HassKey
 import voluptuous as vol
 
 from .const import (
@@ -46,14 +43,10 @@ from .const import (
     LOGGER,
     PROBE_TIMEOUT,
 )
-from .location import LocationConfigError, LocationStatus, validate_location
-from .validation import exclude_problem
-
-# Checks of a path still running in the executor, by (path, require mount):
-# a share that hangs holds one thread, however often the user submits it.
-_VALIDATING: HassKey[dict[tuple[str, bool], asyncio.Future[LocationStatus]]] = HassKey(
-    f"{DOMAIN}_validating"
-)
+from .engine.location import LocationConfigError, LocationStatus, validate_location
+from .engine.validation import exclude_problem
+from .models import DATA_VALIDATING
+from .runner import async_run_once
 
 _COUNT = NumberSelector(
     NumberSelectorConfig(min=0, max=10000, step=1, mode=NumberSelectorMode.BOX)
@@ -78,17 +71,6 @@ def _location_schema(defaults: dict[str, Any], *, with_name: bool) -> vol.Schema
     return vol.Schema(fields)
 
 
-def _forget(
-    validating: dict[tuple[str, bool], asyncio.Future[LocationStatus]],
-    key: tuple[str, bool],
-    job: asyncio.Future[LocationStatus],
-) -> None:
-    """Drop a finished check; its error was shown, or nobody waits any more."""
-    validating.pop(key, None)
-    with contextlib.suppress(asyncio.CancelledError):
-        job.exception()  # retrieved: a late failure is not logged as lost
-
-
 class BackupOffloadConfigFlow(ConfigFlow, domain=DOMAIN):
     """Add a location."""
 
@@ -111,20 +93,19 @@ class BackupOffloadConfigFlow(ConfigFlow, domain=DOMAIN):
         check instead of starting another.
         """
         key = (user_input[CONF_PATH], user_input[CONF_REQUIRE_MOUNT])
-        validating = self.hass.data.setdefault(_VALIDATING, {})
-        if (job := validating.get(key)) is None:
-            job = validating[key] = self.hass.async_add_executor_job(
-                partial(
-                    validate_location,
-                    key[0],
-                    require_mount=key[1],
-                    config_dir=self.hass.config.config_dir,
-                )
-            )
-            job.add_done_callback(partial(_forget, validating, key))
-        # Wait without cancelling: the thread cannot be stopped anyway.
-        done, _ = await asyncio.wait((job,), timeout=PROBE_TIMEOUT)
-        if not done:
+        job = await async_run_once(
+            self.hass,
+            self.hass.data.setdefault(DATA_VALIDATING, {}),
+            key,
+            partial(
+                validate_location,
+                key[0],
+                require_mount=key[1],
+                config_dir=self.hass.config.config_dir,
+            ),
+            PROBE_TIMEOUT,
+        )
+        if job is None:
             return None, {CONF_PATH: "not_responding"}
         try:
             status = job.result()

@@ -50,13 +50,6 @@ EVENT_BACKUP_DELETED: Final = f"{DOMAIN}_backup_deleted"
 EVENT_RESTORE_STARTED: Final = f"{DOMAIN}_restore_started"
 EVENT_RESTORE_FAILED: Final = f"{DOMAIN}_restore_failed"
 
-# Keys in hass.data[DOMAIN].
-RESTORING: Final = "restoring"
-"""Title of the location whose restore runs; every location is busy meanwhile."""
-RESTORE_FAILURES: Final = "restore_failures"
-"""Entry id -> the failure of a restore at startup, for that location's
-`last_failure` once it is set up."""
-
 # Repair issues of a restore that failed at startup.
 ISSUE_RESTORE_FAILED: Final = "restore_failed"
 ISSUE_RESTORE_FAILED_OTHER: Final = "restore_failed_other"

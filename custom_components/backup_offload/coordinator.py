@@ -8,19 +8,15 @@ setup in a loop.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from homeassistant.config_entries import ConfigEntry
 from homeassistant.core import HomeAssistant, callback
 from homeassistant.helpers import issue_registry as ir
 from homeassistant.helpers.update_coordinator import DataUpdateCoordinator
 from homeassistant.util import dt as dt_util
 
-from . import jobs
-from .archive import BackupInfo
 from .const import (
     CONF_PATH,
     CONF_REQUIRE_MOUNT,
@@ -29,48 +25,18 @@ from .const import (
     SCAN_INTERVAL,
     STALE_TEMP_AGE,
 )
-from .errors import BackupOffloadError, LocationUnavailableError
-from .retention import in_future
+from .engine import jobs
+from .engine.errors import BackupOffloadError, LocationUnavailableError
+from .engine.jobs import LocationState
+from .engine.metadata import BackupInfo
+from .engine.retention import in_future
 
 if TYPE_CHECKING:
-    from .location import LocationStatus
     from .manager import LocationManager
+    from .models import BackupOffloadConfigEntry
 
 
-@dataclass(slots=True)
-class BackupOffloadData:
-    """What a loaded location keeps while it runs (the entry's runtime_data)."""
-
-    coordinator: BackupOffloadCoordinator
-    manager: LocationManager
-
-
-type BackupOffloadConfigEntry = ConfigEntry[BackupOffloadData]
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class LocationData:
-    """The coordinator's data: the location's last known state."""
-
-    status: LocationStatus | None = None
-    """None while the location is unavailable."""
-    backups: list[BackupInfo] = field(default_factory=list)
-    invalid: dict[str, str] = field(default_factory=dict)
-    error: BackupOffloadError | None = None
-    """Why the location is unavailable."""
-
-    @property
-    def available(self) -> bool:
-        """Return True when the last probe passed."""
-        return self.status is not None
-
-    @property
-    def used_bytes(self) -> int:
-        """Bytes taken by all backups in the location."""
-        return sum(backup.size for backup in self.backups)
-
-
-class BackupOffloadCoordinator(DataUpdateCoordinator[LocationData]):
+class BackupOffloadCoordinator(DataUpdateCoordinator[LocationState]):
     """Probes and lists one location periodically, in one executor job."""
 
     config_entry: BackupOffloadConfigEntry
@@ -105,7 +71,7 @@ class BackupOffloadCoordinator(DataUpdateCoordinator[LocationData]):
         if (previous := manager.last_data) is not None:
             self.data = previous
 
-    async def _async_update_data(self) -> LocationData:
+    async def _async_update_data(self) -> LocationState:
         if self.runner.running and self.data is not None:
             # An operation holds the location; it refreshes when it is done.
             return self.data
@@ -120,7 +86,7 @@ class BackupOffloadCoordinator(DataUpdateCoordinator[LocationData]):
             return self._unavailable(err)
         return self._available(snapshot)
 
-    async def _prepare(self) -> jobs.Snapshot:
+    async def _prepare(self) -> LocationState:
         """List the idle location, and remove the stale temporary files there.
 
         At every idle refresh, not only the first: a leftover too young to
@@ -154,7 +120,7 @@ class BackupOffloadCoordinator(DataUpdateCoordinator[LocationData]):
                 )
 
     @callback
-    def async_set_snapshot(self, snapshot: jobs.Snapshot) -> None:
+    def async_set_snapshot(self, snapshot: LocationState) -> None:
         """Apply the listing an operation returned."""
         self.async_set_updated_data(self._available(snapshot))
 
@@ -163,11 +129,11 @@ class BackupOffloadCoordinator(DataUpdateCoordinator[LocationData]):
         """Apply an operation's finding that the location is down."""
         self.async_set_updated_data(self._unavailable(err))
 
-    def _available(self, snapshot: jobs.Snapshot) -> LocationData:
+    def _available(self, snapshot: LocationState) -> LocationState:
         if self.data is not None and not self.data.available:
             LOGGER.info("%s is available again", self.config_entry.title)
         self._warn_future_dates(snapshot.backups)
-        if snapshot.status.writable is False:
+        if snapshot.status is not None and snapshot.status.writable is False:
             # Mounted read-only: its backups can be listed and read, but none
             # can be written. The repair issue stays (a refresh must not clear
             # the one a refused backup raised while nothing has changed).
@@ -185,9 +151,7 @@ class BackupOffloadCoordinator(DataUpdateCoordinator[LocationData]):
             )
         else:
             ir.async_delete_issue(self.hass, DOMAIN, self._issue_id)
-        return LocationData(
-            status=snapshot.status, backups=snapshot.backups, invalid=snapshot.invalid
-        )
+        return snapshot
 
     def _warn_future_dates(self, backups: list[BackupInfo]) -> None:
         """Log each backup dated in the future once: retention ranks it as now."""
@@ -209,7 +173,7 @@ class BackupOffloadCoordinator(DataUpdateCoordinator[LocationData]):
     def _known_read_only(self) -> bool:
         """Return True when the last state already said "read-only"."""
         # None before the first refresh, whatever the base class's type says.
-        data: LocationData | None = self.data
+        data: LocationState | None = self.data
         if data is None:
             return False
         if data.status is not None:
@@ -219,12 +183,12 @@ class BackupOffloadCoordinator(DataUpdateCoordinator[LocationData]):
             and data.error.location_reason == "not_writable"
         )
 
-    def _unavailable(self, err: BackupOffloadError) -> LocationData:
+    def _unavailable(self, err: BackupOffloadError) -> LocationState:
         if self.data is None or self.data.available:
             # Once per outage, not at every refresh.
             LOGGER.warning("%s is unavailable: %s", self.config_entry.title, err)
         self._raise_issue(err)
-        return LocationData(error=err)
+        return LocationState(error=err)
 
     def _raise_issue(self, err: BackupOffloadError) -> None:
         reason = (

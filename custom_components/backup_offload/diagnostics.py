@@ -9,8 +9,8 @@ from homeassistant.components.diagnostics import async_redact_data
 from homeassistant.core import HomeAssistant
 
 from .const import CONF_PASSWORD
-from .coordinator import BackupOffloadConfigEntry
 from .manager import backup_to_dict
+from .models import BackupOffloadConfigEntry
 
 TO_REDACT = {CONF_PASSWORD}
 

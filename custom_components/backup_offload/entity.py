@@ -8,7 +8,8 @@ from homeassistant.helpers.update_coordinator import CoordinatorEntity
 from homeassistant.util import slugify
 
 from .const import CONF_PATH, DOMAIN
-from .coordinator import BackupOffloadConfigEntry, BackupOffloadCoordinator
+from .coordinator import BackupOffloadCoordinator
+from .models import BackupOffloadConfigEntry
 
 
 def _leaves_a_slug(name: str) -> bool:

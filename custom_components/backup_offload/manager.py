@@ -32,9 +32,7 @@ from homeassistant.const import __version__ as HA_VERSION  # noqa: N812
 from homeassistant.core import CALLBACK_TYPE, HomeAssistant, callback
 from homeassistant.exceptions import HomeAssistantError, ServiceValidationError
 from homeassistant.util import dt as dt_util
-from homeassistant.util.hass_dict import HassKey
 
-from . import jobs
 from .const import (
     CONF_COMPRESS,
     CONF_EXCLUDE,
@@ -52,11 +50,10 @@ from .const import (
     EVENT_BACKUP_DELETED,
     EVENT_BACKUP_FAILED,
     LOGGER,
-    RESTORE_FAILURES,
-    RESTORING,
     OperationState,
 )
-from .errors import (
+from .engine import jobs
+from .engine.errors import (
     BackupNotFoundError,
     BackupOffloadError,
     CorruptBackupError,
@@ -65,22 +62,20 @@ from .errors import (
     UnsupportedFormatError,
     WrongPasswordError,
 )
-from .listing import BackupScanner
-from .location import LiveFiles
-from .restore import RestoreInputError
-from .retention import in_future
+from .engine.listing import BackupScanner
+from .engine.location import LiveFiles
+from .engine.restore.checks import RestoreInputError
+from .engine.retention import in_future
+from .models import DATA_LOCATIONS, DATA_RESTORE_FAILURES, DATA_RESTORING
 
 if TYPE_CHECKING:
-    from .archive import BackupInfo, VerifyResult
-    from .coordinator import (
-        BackupOffloadConfigEntry,
-        BackupOffloadCoordinator,
-        LocationData,
-    )
+    from .coordinator import BackupOffloadCoordinator
+    from .engine.archive.read import VerifyResult
+    from .engine.jobs import LocationState
+    from .engine.metadata import BackupInfo
+    from .models import BackupOffloadConfigEntry
     from .runner import LocationRunner
 
-DATA_LOCATIONS: HassKey[dict[str, LocationManager]] = HassKey(f"{DOMAIN}_locations")
-"""The manager of each location, by its path, as long as Home Assistant runs."""
 
 # Errors that are the caller's input, not a failure of the location.
 _VALIDATION_ERRORS = (BackupNotFoundError, WrongPasswordError, RestoreInputError)
@@ -188,7 +183,7 @@ class LocationManager:
         return self._coordinator
 
     @property
-    def last_data(self) -> LocationData | None:
+    def last_data(self) -> LocationState | None:
         """Return what the previous load knew of the location, if any."""
         return None if self._coordinator is None else self._coordinator.data
 
@@ -201,10 +196,8 @@ class LocationManager:
         self._coordinator = coordinator
         self.runner.name = entry.title
         # A restore that failed at startup is reported before the locations
-        # are set up (restorer.async_report_restore_result).
-        failures: dict[str, Failure] = self.hass.data.get(DOMAIN, {}).get(
-            RESTORE_FAILURES, {}
-        )
+        # are set up (restoring.async_report_restore_result).
+        failures = self.hass.data.get(DATA_RESTORE_FAILURES, {})
         if (failure := failures.pop(entry.entry_id, None)) is not None:
             self.last_failure = failure
 
@@ -275,7 +268,7 @@ class LocationManager:
         While a restore runs anywhere, every location refuses operations: a
         backup must not capture a configuration in the middle of a restore.
         """
-        restoring = self.hass.data.get(DOMAIN, {}).get(RESTORING)
+        restoring = self.hass.data.get(DATA_RESTORING)
         if restoring:
             raise self._busy(restoring, OperationState.RESTORING.value)
         if self._lock.locked():
@@ -299,7 +292,7 @@ class LocationManager:
         self.check_idle(exclusive=exclusive)
         async with self._lock:
             if exclusive:
-                self.hass.data.setdefault(DOMAIN, {})[RESTORING] = self.entry.title
+                self.hass.data[DATA_RESTORING] = self.entry.title
             self._set_state(state, 0 if state is OperationState.CREATING else None)
             try:
                 yield
@@ -309,7 +302,7 @@ class LocationManager:
                 raise to_ha_error(err, self.entry.title) from err
             finally:
                 if exclusive:
-                    self.hass.data[DOMAIN].pop(RESTORING, None)
+                    self.hass.data.pop(DATA_RESTORING, None)
                 self._set_state(OperationState.IDLE)
 
     def operation(

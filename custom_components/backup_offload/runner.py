@@ -6,20 +6,21 @@ therefore runs its jobs one at a time, and a job whose probe does not answer
 within the timeout reports the location as not responding and is left to
 finish on its own. Until it does, every further job of that location fails
 at once with "not responding" instead of starting another thread
-(DESIGN.md, principle 3). The runner belongs to the location's manager,
-which outlives reloads of its entry: a reload does not bring a fresh runner
-that would start another thread on the hung share.
+(docs/architecture.md, "A hung share holds one thread"). The runner belongs
+to the location's manager, which outlives reloads of its entry: a reload does
+not bring a fresh runner that would start another thread on the hung share.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from homeassistant.core import HomeAssistant
 
-from .errors import LocationUnavailableError
+from .engine.errors import LocationUnavailableError
 
 
 class LocationRunner:
@@ -49,21 +50,24 @@ class LocationRunner:
             f"{self.name} is not responding", "not_responding", path=self.name
         )
 
-    async def run[T](self, target: Callable[..., T], *args: Any) -> T:
+    async def run[T, *Ts](self, target: Callable[[*Ts], T], *args: *Ts) -> T:
         """Run a short job (a probe, a listing) with the probe timeout."""
-        return await self._run(target, args, checked_kwarg=False)
+        return await self._run(lambda report: target(*args), checked=False)
 
-    async def run_checked[T](self, target: Callable[..., T], *args: Any) -> T:
+    async def run_checked[T, *Ts](
+        self, target: Callable[[*Ts, Callable[[], None]], T], *args: *Ts
+    ) -> T:
         """Run an operation: only its probe is timed, not the work after it.
 
-        ``target`` gets a ``checked`` keyword argument to call once its probe
-        has passed; a backup may then take as long as it takes.
+        ``target`` gets, after ``args``, a function to call once its probe
+        has passed (``checked``); a backup may then take as long as it takes.
         """
-        return await self._run(target, args, checked_kwarg=True)
+        return await self._run(lambda report: target(*args, report), checked=True)
 
     async def _run[T](
-        self, target: Callable[..., T], args: tuple[Any, ...], *, checked_kwarg: bool
+        self, call: Callable[[Callable[[], None]], T], *, checked: bool
     ) -> T:
+        """Run ``call(report_checked)`` in the executor, one job at a time."""
         if self.stuck:
             raise self._not_responding()
         try:
@@ -74,22 +78,17 @@ class LocationRunner:
         try:
             if self.stuck:
                 raise self._not_responding()
-            checked = asyncio.Event()
+            passed = asyncio.Event()
             loop = self._hass.loop
 
             def report_checked() -> None:
-                loop.call_soon_threadsafe(checked.set)
+                loop.call_soon_threadsafe(passed.set)
 
-            job: asyncio.Future[T]
-            if checked_kwarg:
-                job = self._hass.async_add_executor_job(
-                    _call_with_checked, target, args, report_checked
-                )
-            else:
-                job = self._hass.async_add_executor_job(target, *args)
-                job.add_done_callback(lambda _: checked.set())
+            job = self._hass.async_add_executor_job(call, report_checked)
+            if not checked:
+                job.add_done_callback(lambda _: passed.set())
             job.add_done_callback(_retrieve_exception)
-            waiter = asyncio.ensure_future(checked.wait())
+            waiter = asyncio.ensure_future(passed.wait())
             pending: set[asyncio.Future[Any]] = {job, waiter}
             done, _ = await asyncio.wait(
                 pending,
@@ -105,10 +104,34 @@ class LocationRunner:
             self._lock.release()
 
 
-def _call_with_checked[T](
-    target: Callable[..., T], args: tuple[Any, ...], checked: Callable[[], None]
-) -> T:
-    return target(*args, checked=checked)
+async def async_run_once[K, T](
+    hass: HomeAssistant,
+    pending: dict[K, asyncio.Future[T]],
+    key: K,
+    target: Callable[[], T],
+    patience: float,
+) -> asyncio.Future[T] | None:
+    """Run ``target`` in the executor, one at a time per ``key``; wait ``patience`` s.
+
+    Returns the finished job, or None when it did not finish in time: it
+    keeps its thread until the share answers or fails, and another call with
+    the same key waits for that job instead of starting another. For checks
+    outside a location's runner (the config flow's check of a new path).
+    """
+    if (job := pending.get(key)) is None:
+        job = pending[key] = hass.async_add_executor_job(target)
+        job.add_done_callback(partial(_forget, pending, key))
+    # Wait without cancelling: the thread cannot be stopped anyway.
+    done, _ = await asyncio.wait((job,), timeout=patience)
+    return job if done else None
+
+
+def _forget[K, T](
+    pending: dict[K, asyncio.Future[T]], key: K, job: asyncio.Future[T]
+) -> None:
+    """Drop a finished job; its error was seen, or nobody waits any more."""
+    pending.pop(key, None)
+    _retrieve_exception(job)
 
 
 def _retrieve_exception(future: asyncio.Future[Any]) -> None:

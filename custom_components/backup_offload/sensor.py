@@ -20,9 +20,10 @@ from homeassistant.helpers.typing import StateType
 from homeassistant.util import dt as dt_util
 
 from .const import OperationState
-from .coordinator import BackupOffloadConfigEntry, LocationData
+from .engine.jobs import LocationState
 from .entity import BackupOffloadEntity
 from .manager import LocationManager
+from .models import BackupOffloadConfigEntry
 
 # Updates come from the coordinator; nothing is polled per entity.
 PARALLEL_UPDATES = 0
@@ -32,30 +33,30 @@ PARALLEL_UPDATES = 0
 class BackupOffloadSensorDescription(SensorEntityDescription):
     """How a sensor reads its value from the location's state."""
 
-    value_fn: Callable[[LocationData, LocationManager], StateType | datetime]
+    value_fn: Callable[[LocationState, LocationManager], StateType | datetime]
     attributes_fn: (
-        Callable[[LocationData, LocationManager], Mapping[str, Any]] | None
+        Callable[[LocationState, LocationManager], Mapping[str, Any]] | None
     ) = None
     needs_location: bool = True
     shows_progress: bool = False
     """Written on every progress step of a backup (only this one, not all)."""
 
 
-def _newest_date(data: LocationData, _: LocationManager) -> datetime | None:
+def _newest_date(data: LocationState, _: LocationManager) -> datetime | None:
     if not data.backups:
         return None
     return dt_util.parse_datetime(data.backups[0].date)
 
 
-def _newest_size(data: LocationData, _: LocationManager) -> int | None:
+def _newest_size(data: LocationState, _: LocationManager) -> int | None:
     return data.backups[0].size if data.backups else None
 
 
-def _state_attributes(_: LocationData, manager: LocationManager) -> dict[str, Any]:
+def _state_attributes(_: LocationState, manager: LocationManager) -> dict[str, Any]:
     return {"progress": manager.progress}
 
 
-def _failure_attributes(_: LocationData, manager: LocationManager) -> dict[str, Any]:
+def _failure_attributes(_: LocationState, manager: LocationManager) -> dict[str, Any]:
     failure = manager.last_failure
     if failure is None:
         return {"operation": None, "error": None}

@@ -20,11 +20,11 @@ from homeassistant.helpers import config_validation as cv
 import voluptuous as vol
 
 from .const import CONF_INCLUDE_DATABASE, CONF_PASSWORD, DOMAIN
-from .coordinator import BackupOffloadConfigEntry
+from .engine.restore.checks import pattern_is_forbidden
+from .engine.validation import exclude_problem, is_valid_backup_id, is_valid_glob
 from .manager import LocationManager
-from .restore import pattern_is_forbidden
-from .restorer import async_restore
-from .validation import exclude_problem, is_valid_backup_id, is_valid_glob
+from .models import BackupOffloadConfigEntry
+from .restoring import async_restore
 
 ATTR_CONFIG_ENTRY_ID = "config_entry_id"
 ATTR_BACKUP_ID = "backup_id"

@@ -11,7 +11,7 @@ from pathlib import Path
 import sqlite3
 import tarfile
 
-from custom_components.backup_offload import securetar_compat
+from custom_components.backup_offload.engine.archive import securetar_compat
 
 PASSWORD = "correct horse battery staple"
 

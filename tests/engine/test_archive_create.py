@@ -20,19 +20,24 @@ import time
 
 import pytest
 
-from custom_components.backup_offload import archive, snapshot
-from custom_components.backup_offload.archive import (
-    TEMP_PREFIX,
-    create_backup,
-    extract_backup,
-    read_backup_info,
-    verify_backup,
+from custom_components.backup_offload.engine.archive import (
+    contents as snapshot,
+    create as archive,
 )
-from custom_components.backup_offload.errors import (
+from custom_components.backup_offload.engine.archive.create import create_backup
+from custom_components.backup_offload.engine.archive.extract import extract_backup
+from custom_components.backup_offload.engine.archive.read import verify_backup
+from custom_components.backup_offload.engine.archive.securetar_compat import (
+    WRITE_VERSION,
+)
+from custom_components.backup_offload.engine.errors import (
     InsufficientSpaceError,
     WriteFailedError,
 )
-from custom_components.backup_offload.securetar_compat import WRITE_VERSION
+from custom_components.backup_offload.engine.metadata import (
+    TEMP_PREFIX,
+    read_backup_info,
+)
 from tests import mounts
 
 from .helpers import (

@@ -9,13 +9,11 @@ import tarfile
 
 import pytest
 
-from custom_components.backup_offload import extract
-from custom_components.backup_offload.archive import (
-    create_backup,
-    extract_backup,
-    verify_backup,
-)
-from custom_components.backup_offload.errors import (
+from custom_components.backup_offload.engine.archive import extract
+from custom_components.backup_offload.engine.archive.create import create_backup
+from custom_components.backup_offload.engine.archive.extract import extract_backup
+from custom_components.backup_offload.engine.archive.read import verify_backup
+from custom_components.backup_offload.engine.errors import (
     InsufficientSpaceError,
     UnsafeArchiveError,
     WriteFailedError,

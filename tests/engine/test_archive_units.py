@@ -17,30 +17,33 @@ from typing import Any
 
 import pytest
 
-from custom_components.backup_offload import archive, archive_read, extract, snapshot
-from custom_components.backup_offload.archive import (
-    create_backup,
-    extract_backup,
-    verify_backup,
+from custom_components.backup_offload.engine.archive import (
+    contents as snapshot,
+    create as archive,
+    extract,
+    read as archive_read,
 )
-from custom_components.backup_offload.errors import (
-    CorruptBackupError,
-    IncompleteBackupError,
-    LocationUnavailableError,
-    WriteFailedError,
-)
-from custom_components.backup_offload.excludes import (
+from custom_components.backup_offload.engine.archive.create import create_backup
+from custom_components.backup_offload.engine.archive.excludes import (
     HA_EXCLUDES,
     build_matcher,
     normalize_pattern,
 )
-from custom_components.backup_offload.safety import escapes, link_escapes
-from custom_components.backup_offload.securetar_compat import (
+from custom_components.backup_offload.engine.archive.extract import extract_backup
+from custom_components.backup_offload.engine.archive.read import verify_backup
+from custom_components.backup_offload.engine.archive.safety import escapes, link_escapes
+from custom_components.backup_offload.engine.archive.securetar_compat import (
     NEW_API,
     READ_VERSIONS,
     WRITE_VERSION,
     Prefixed,
     password_to_key,
+)
+from custom_components.backup_offload.engine.errors import (
+    CorruptBackupError,
+    IncompleteBackupError,
+    LocationUnavailableError,
+    WriteFailedError,
 )
 from tests.mounts import skip_or_fail
 
@@ -460,8 +463,8 @@ def test_outer_layout_refused(
     """
     import json
 
-    from custom_components.backup_offload.errors import InvalidBackupError
-    from custom_components.backup_offload.metadata import read_backup_info
+    from custom_components.backup_offload.engine.errors import InvalidBackupError
+    from custom_components.backup_offload.engine.metadata import read_backup_info
 
     path = _outer(
         tmp_path / "odd.tar",
@@ -500,8 +503,8 @@ def test_damaged_header_after_a_pax_header(tmp_path: Path) -> None:
 
 def test_many_members_refused(tmp_path: Path) -> None:
     """An outer tar with more members than any backup has is not a backup."""
-    from custom_components.backup_offload.errors import InvalidBackupError
-    from custom_components.backup_offload.metadata import read_backup_info
+    from custom_components.backup_offload.engine.errors import InvalidBackupError
+    from custom_components.backup_offload.engine.metadata import read_backup_info
 
     path = _outer(tmp_path / "many.tar", [(f"f{i}.tar.gz", b"x") for i in range(70)])
     with pytest.raises(InvalidBackupError, match="more than 64 members"):

@@ -16,13 +16,17 @@ from typing import Any
 
 import pytest
 
-from custom_components.backup_offload import archive_read, securetar_compat
-from custom_components.backup_offload.archive import (
-    create_backup,
-    extract_backup,
-    verify_backup,
+from custom_components.backup_offload.engine.archive import (
+    read as archive_read,
+    securetar_compat,
 )
-from custom_components.backup_offload.errors import (
+from custom_components.backup_offload.engine.archive.create import create_backup
+from custom_components.backup_offload.engine.archive.extract import extract_backup
+from custom_components.backup_offload.engine.archive.read import verify_backup
+from custom_components.backup_offload.engine.archive.securetar_compat import (
+    READ_VERSIONS,
+)
+from custom_components.backup_offload.engine.errors import (
     BackupNotFoundError,
     BackupOffloadError,
     CorruptBackupError,
@@ -31,7 +35,6 @@ from custom_components.backup_offload.errors import (
     UnsupportedFormatError,
     WrongPasswordError,
 )
-from custom_components.backup_offload.securetar_compat import READ_VERSIONS
 
 from .helpers import (
     PASSWORD,

@@ -11,7 +11,7 @@ import time
 from hypothesis import given, settings, strategies as st
 import pytest
 
-from custom_components.backup_offload.excludes import build_matcher
+from custom_components.backup_offload.engine.archive.excludes import build_matcher
 
 
 def full_match(path: str, pattern: str) -> bool:

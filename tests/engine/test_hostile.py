@@ -22,24 +22,24 @@ import threading
 
 import pytest
 
-from custom_components.backup_offload import (
-    agent_files,
-    restore_full,
-    restore_partial,
-    restore_preview,
-)
-from custom_components.backup_offload.archive import verify_backup
-from custom_components.backup_offload.errors import (
+from custom_components.backup_offload.engine import transfer as agent_files
+from custom_components.backup_offload.engine.archive.read import verify_backup
+from custom_components.backup_offload.engine.errors import (
     BackupOffloadError,
     CorruptBackupError,
     InvalidBackupError,
     UnsafeArchiveError,
 )
-from custom_components.backup_offload.listing import BackupScanner
-from custom_components.backup_offload.metadata import (
+from custom_components.backup_offload.engine.listing import BackupScanner
+from custom_components.backup_offload.engine.metadata import (
     BackupInfo,
     parse_backup_json,
     read_backup_info,
+)
+from custom_components.backup_offload.engine.restore import (
+    full as restore_full,
+    partial as restore_partial,
+    preview as restore_preview,
 )
 
 from .helpers import backup_json, inner_tar, member, raw_archive, tree, write

@@ -34,17 +34,17 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings, strategies as st
 import pytest
 
-from custom_components.backup_offload import (
-    agent_files,
-    restore_full,
-    restore_partial,
-    restore_preview,
-)
-from custom_components.backup_offload.archive import verify_backup
-from custom_components.backup_offload.errors import BackupOffloadError
-from custom_components.backup_offload.metadata import (
+from custom_components.backup_offload.engine import transfer as agent_files
+from custom_components.backup_offload.engine.archive.read import verify_backup
+from custom_components.backup_offload.engine.errors import BackupOffloadError
+from custom_components.backup_offload.engine.metadata import (
     parse_backup_json,
     read_backup_info,
+)
+from custom_components.backup_offload.engine.restore import (
+    full as restore_full,
+    partial as restore_partial,
+    preview as restore_preview,
 )
 
 from .helpers import backup_json, inner_tar, member, raw_archive, tree, write

@@ -17,16 +17,14 @@ from typing import Any
 
 import pytest
 
-from custom_components.backup_offload.archive import (
-    BackupScanner,
-    create_backup,
-    extract_backup,
-    verify_backup,
-)
-from custom_components.backup_offload.excludes import (
+from custom_components.backup_offload.engine.archive.create import create_backup
+from custom_components.backup_offload.engine.archive.excludes import (
     HA_DATABASE_EXCLUDES,
     HA_EXCLUDES,
 )
+from custom_components.backup_offload.engine.archive.extract import extract_backup
+from custom_components.backup_offload.engine.archive.read import verify_backup
+from custom_components.backup_offload.engine.listing import BackupScanner
 
 from .helpers import PASSWORD, digest, is_default_excluded
 

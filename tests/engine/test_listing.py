@@ -13,20 +13,19 @@ from typing import Any
 
 import pytest
 
-from custom_components.backup_offload import listing, metadata
-from custom_components.backup_offload.archive import (
-    TEMP_PREFIX,
-    BackupInfo,
-    BackupScanner,
-    create_backup,
-    find_backup,
-    read_backup_info,
-)
-from custom_components.backup_offload.errors import (
+from custom_components.backup_offload.engine import listing, metadata
+from custom_components.backup_offload.engine.archive.create import create_backup
+from custom_components.backup_offload.engine.errors import (
     BackupNotFoundError,
     CorruptBackupError,
     InvalidBackupError,
     LocationUnavailableError,
+)
+from custom_components.backup_offload.engine.listing import BackupScanner, find_backup
+from custom_components.backup_offload.engine.metadata import (
+    TEMP_PREFIX,
+    BackupInfo,
+    read_backup_info,
 )
 
 from .helpers import backup_json, build_archive, member, truncate, write

@@ -20,14 +20,14 @@ from typing import Any
 
 import pytest
 
-from custom_components.backup_offload import location
-from custom_components.backup_offload.errors import (
+from custom_components.backup_offload.engine import location
+from custom_components.backup_offload.engine.errors import (
     BackupNotFoundError,
     BackupOffloadError,
     InsufficientSpaceError,
     LocationUnavailableError,
 )
-from custom_components.backup_offload.location import (
+from custom_components.backup_offload.engine.location import (
     PROBE_PREFIX,
     SPACE_MARGIN_BYTES,
     LocationConfigError,
@@ -35,7 +35,6 @@ from custom_components.backup_offload.location import (
     cleanup_temporary,
     delete_backup,
     probe,
-    used_bytes,
     validate_location,
 )
 from tests import mounts
@@ -833,7 +832,7 @@ def test_delete_archive_and_sidecar(share: Path) -> None:
 
 def test_delete_archive_without_sidecar(share: Path) -> None:
     (share / "a.tar").write_bytes(b"archive")
-    assert delete_backup(str(share), "a.tar", require_mount=True) == ["a.tar"]
+    assert delete_backup(str(share), "a.tar") == ["a.tar"]
     assert names(share) == []
 
 
@@ -904,14 +903,6 @@ def test_delete_refuses_non_regular_files(
     )
     assert names(share) == before
     assert target.read_bytes() == b"not in the location"
-
-
-def test_delete_on_unmounted_share(bare: Path) -> None:
-    (bare / "a.tar").write_bytes(b"local")
-    with pytest.raises(LocationUnavailableError) as excinfo:
-        delete_backup(bare, "a.tar", require_mount=True)
-    assert location_error(excinfo) == "not_a_mount"
-    assert (bare / "a.tar").exists()
 
 
 def test_delete_in_missing_location(tmp_path: Path) -> None:
@@ -1024,64 +1015,6 @@ def test_cleanup_on_read_only_share(share: Path) -> None:
 def test_cleanup_missing_location(tmp_path: Path) -> None:
     with pytest.raises(LocationUnavailableError) as excinfo:
         cleanup_temporary(tmp_path / "missing", prefix=TEMP_PREFIX)
-    assert location_error(excinfo) == "not_found"
-
-
-# --- used_bytes ----------------------------------------------------------
-
-
-def test_used_bytes_counts_backup_files_only(tmp_path: Path, share: Path) -> None:
-    (share / "a.tar").write_bytes(b"x" * 1000)
-    (share / "b.tar").write_bytes(b"x" * 234)
-    (share / "a.tar.sha256").write_bytes(b"x" * 99)
-    (share / ".tmp.tar").write_bytes(b"x" * 99)
-    (share / "dir.tar").mkdir()
-    big = tmp_path / "big"
-    big.write_bytes(b"x" * 9999)
-    (share / "link.tar").symlink_to(big)
-    assert used_bytes(share) == 1234
-    assert used_bytes(str(share)) == 1234
-
-
-def test_used_bytes_file_removed_meanwhile(
-    monkeypatch: pytest.MonkeyPatch, share: Path
-) -> None:
-    (share / "a.tar").write_bytes(b"x" * 10)
-    (share / "gone.tar").write_bytes(b"x" * 20)
-    real_scandir = os.scandir
-
-    class Vanished:
-        """A directory entry whose file is deleted before its stat."""
-
-        name = "gone.tar"
-
-        def stat(self, *, follow_symlinks: bool = True) -> os.stat_result:
-            raise FileNotFoundError(errno.ENOENT, "No such file or directory")
-
-    class Listing:
-        """What ``os.scandir`` returns, with one entry replaced."""
-
-        def __init__(self, path: Any) -> None:
-            self.entries = [
-                Vanished() if entry.name == "gone.tar" else entry
-                for entry in real_scandir(path)
-            ]
-
-        def __enter__(self) -> list[Any]:
-            return self.entries
-
-        def __exit__(self, *exc: object) -> None:
-            return None
-
-    monkeypatch.setattr(os, "scandir", Listing)
-    total = used_bytes(share)
-    monkeypatch.undo()
-    assert total == 10
-
-
-def test_used_bytes_missing_location(tmp_path: Path) -> None:
-    with pytest.raises(LocationUnavailableError) as excinfo:
-        used_bytes(tmp_path / "missing")
     assert location_error(excinfo) == "not_found"
 
 

@@ -23,20 +23,22 @@ import zlib
 
 import pytest
 
-from custom_components.backup_offload import compression, extract, gil, listing
-from custom_components.backup_offload.archive import (
-    BackupScanner,
-    create_backup,
-    extract_backup,
-    verify_backup,
+from custom_components.backup_offload.engine import gil, listing
+from custom_components.backup_offload.engine.archive import compression, extract
+from custom_components.backup_offload.engine.archive.create import create_backup
+from custom_components.backup_offload.engine.archive.excludes import (
+    HA_EXCLUDES,
+    build_matcher,
 )
-from custom_components.backup_offload.errors import (
+from custom_components.backup_offload.engine.archive.extract import extract_backup
+from custom_components.backup_offload.engine.archive.read import verify_backup
+from custom_components.backup_offload.engine.errors import (
     InsufficientSpaceError,
     LocationUnavailableError,
     UnsafeArchiveError,
     WriteFailedError,
 )
-from custom_components.backup_offload.excludes import HA_EXCLUDES, build_matcher
+from custom_components.backup_offload.engine.listing import BackupScanner
 
 from .helpers import PASSWORD, build_archive, member, tree
 

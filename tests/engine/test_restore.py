@@ -22,21 +22,9 @@ from typing import Any
 
 import pytest
 
-from custom_components.backup_offload import (
-    fileops,
-    restore,
-    restore_full,
-    restore_outcome,
-    restore_partial,
-    restore_preview,
-    restore_space,
-)
-from custom_components.backup_offload.archive import (
-    BackupInfo,
-    create_backup,
-    read_backup_info,
-)
-from custom_components.backup_offload.errors import (
+from custom_components.backup_offload.engine import fileops
+from custom_components.backup_offload.engine.archive.create import create_backup
+from custom_components.backup_offload.engine.errors import (
     BackupNotFoundError,
     CorruptBackupError,
     InvalidBackupError,
@@ -44,8 +32,20 @@ from custom_components.backup_offload.errors import (
     UnsafeArchiveError,
     WrongPasswordError,
 )
-from custom_components.backup_offload.listing import find_backup
-from custom_components.backup_offload.restore import (
+from custom_components.backup_offload.engine.listing import find_backup
+from custom_components.backup_offload.engine.metadata import (
+    BackupInfo,
+    read_backup_info,
+)
+from custom_components.backup_offload.engine.restore import (
+    checks as restore,
+    full as restore_full,
+    outcome as restore_outcome,
+    partial as restore_partial,
+    preview as restore_preview,
+    space as restore_space,
+)
+from custom_components.backup_offload.engine.restore.checks import (
     MARKER_NAME,
     STAGING_DIR,
     BackupTooNewError,

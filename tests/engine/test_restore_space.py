@@ -29,24 +29,22 @@ from typing import Any
 
 import pytest
 
-from custom_components.backup_offload import (
-    restore_full,
-    restore_partial,
-    restore_preview,
-    restore_space,
-)
-from custom_components.backup_offload.archive import (
-    BackupInfo,
-    create_backup,
-    verify_backup,
-)
-from custom_components.backup_offload.errors import (
+from custom_components.backup_offload.engine.archive.create import create_backup
+from custom_components.backup_offload.engine.archive.read import verify_backup
+from custom_components.backup_offload.engine.errors import (
     BackupNotFoundError,
     LocationUnavailableError,
 )
-from custom_components.backup_offload.listing import find_backup
-from custom_components.backup_offload.location import SPACE_MARGIN_BYTES
-from custom_components.backup_offload.restore import (
+from custom_components.backup_offload.engine.listing import find_backup
+from custom_components.backup_offload.engine.location import SPACE_MARGIN_BYTES
+from custom_components.backup_offload.engine.metadata import BackupInfo
+from custom_components.backup_offload.engine.restore import (
+    full as restore_full,
+    partial as restore_partial,
+    preview as restore_preview,
+    space as restore_space,
+)
+from custom_components.backup_offload.engine.restore.checks import (
     STAGING_DIR,
     ConfigNotClearableError,
     FilesInodesError,

@@ -11,8 +11,9 @@ import tarfile
 
 import pytest
 
-from custom_components.backup_offload import tarstream, worker
-from custom_components.backup_offload.tarstream import (
+from custom_components.backup_offload.engine import worker
+from custom_components.backup_offload.engine.archive import tarstream
+from custom_components.backup_offload.engine.archive.tarstream import (
     ForwardReader,
     member_chunks,
     open_tar,

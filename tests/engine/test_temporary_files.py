@@ -22,27 +22,27 @@ from typing import Any
 
 import pytest
 
-from custom_components.backup_offload import (
-    agent_files,
+from custom_components.backup_offload.engine import (
     jobs,
     location as location_module,
+    transfer as agent_files,
     worker,
 )
-from custom_components.backup_offload.archive import (
-    TEMP_PREFIX,
-    BackupScanner,
+from custom_components.backup_offload.engine.archive.create import (
     create_backup,
     temporary_names,
 )
-from custom_components.backup_offload.errors import (
+from custom_components.backup_offload.engine.errors import (
     InsufficientSpaceError,
     LocationUnavailableError,
 )
-from custom_components.backup_offload.location import (
+from custom_components.backup_offload.engine.listing import BackupScanner
+from custom_components.backup_offload.engine.location import (
     PROBE_PREFIX,
     LiveFiles,
     cleanup_temporary,
 )
+from custom_components.backup_offload.engine.metadata import TEMP_PREFIX
 from tests import mounts
 from tests.locks import locked_by_another_process
 

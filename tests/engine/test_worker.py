@@ -26,9 +26,10 @@ import types
 
 import pytest
 
-from custom_components.backup_offload import errors, worker
-from custom_components.backup_offload.archive import create_backup, verify_backup
-from custom_components.backup_offload.restore import NewerThan
+from custom_components.backup_offload.engine import errors, worker
+from custom_components.backup_offload.engine.archive.create import create_backup
+from custom_components.backup_offload.engine.archive.read import verify_backup
+from custom_components.backup_offload.engine.restore.checks import NewerThan
 
 from . import worker_targets as targets
 from .helpers import children, running
@@ -450,7 +451,7 @@ _PARENT = textwrap.dedent(
     sys.path.insert(0, sys.argv[1])
     from tests.engine.conftest import _import_without_home_assistant
     _import_without_home_assistant()
-    from custom_components.backup_offload import worker
+    from custom_components.backup_offload.engine import worker
     from tests.engine import worker_targets
     worker.run(
         worker_targets.work_until_stopped, Path(sys.argv[2]), Path(sys.argv[3])

@@ -17,7 +17,7 @@ import tempfile
 import threading
 import time
 
-from custom_components.backup_offload.errors import (
+from custom_components.backup_offload.engine.errors import (
     InsufficientSpaceError,
     LocationUnavailableError,
 )

@@ -29,8 +29,8 @@ from pytest_homeassistant_custom_component.common import MockConfigEntry
 
 from benchmarks.loop import MachineStalls
 import custom_components.backup_offload as integration
-from custom_components.backup_offload.archive import TEMP_PREFIX
 from custom_components.backup_offload.const import DOMAIN
+from custom_components.backup_offload.engine.metadata import TEMP_PREFIX
 from tests.common import call, setup_location  # noqa: F401 (the fault tests' too)
 
 OUR_CODE = str(Path(integration.__file__).resolve().parent)

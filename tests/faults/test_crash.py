@@ -26,8 +26,8 @@ from typing import Any
 from homeassistant.core import HomeAssistant
 import pytest
 
-from custom_components.backup_offload.archive import TEMP_PREFIX
 from custom_components.backup_offload.const import STALE_TEMP_AGE
+from custom_components.backup_offload.engine.metadata import TEMP_PREFIX
 from tests.common import run
 from tests.engine.helpers import children, running
 from tests.test_e2e import (  # noqa: F401 - `instance` is a fixture

@@ -19,12 +19,12 @@ from homeassistant.helpers import issue_registry as ir
 import pytest
 from pytest_homeassistant_custom_component.common import async_capture_events
 
-from custom_components.backup_offload.archive import TEMP_PREFIX
 from custom_components.backup_offload.const import DOMAIN, EVENT_BACKUP_FAILED
-from custom_components.backup_offload.location import (
+from custom_components.backup_offload.engine.location import (
     PROBE_PREFIX,
     SPACE_MARGIN_BYTES,
 )
+from custom_components.backup_offload.engine.metadata import TEMP_PREFIX
 from tests.common import in_executor, run
 from tests.mounts import loop_ext4, read_only
 

@@ -27,8 +27,8 @@ import tarfile
 from typing import Any, Final, Protocol
 import zlib
 
+from ..errors import CorruptBackupError, UnsupportedFormatError, WrongPasswordError
 from .compression import GzipWriter, Readable
-from .errors import CorruptBackupError, UnsupportedFormatError, WrongPasswordError
 
 
 class Sink(Protocol):

@@ -32,7 +32,7 @@ import re
 import tarfile
 from typing import Final
 
-from .errors import InvalidBackupError, UnsafeArchiveError
+from ..errors import InvalidBackupError, UnsafeArchiveError
 
 _MAX_LINK_DEPTH: Final = 40  # like the kernel's limit on nested symlinks
 MAX_LINKS: Final = 100_000

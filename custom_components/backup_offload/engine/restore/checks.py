@@ -32,11 +32,10 @@ from typing import Final
 
 from awesomeversion import AwesomeVersion
 
-from .archive import TEMP_PREFIX, BackupInfo
-from .archive_read import is_homeassistant, read_archive
-from .errors import BackupOffloadError
-from .excludes import HA_DATABASE_EXCLUDES, build_matcher
-from .metadata import INNER_NAME
+from ..archive.excludes import HA_DATABASE_EXCLUDES, build_matcher
+from ..archive.read import is_homeassistant, read_archive
+from ..errors import BackupOffloadError
+from ..metadata import INNER_NAME, TEMP_PREFIX, BackupInfo
 
 STAGING_DIR: Final = "tmp_backups"
 """Home Assistant core's temporary backup directory (in the config dir); its

@@ -41,7 +41,7 @@ from .errors import (
 )
 from .fileops import file_kind
 from .gil import responsive_call
-from .metadata import BackupInfo, parse_date, read_backup_info
+from .metadata import BackupInfo, is_backup_file_name, parse_date, read_backup_info
 
 # (size, mtime, ctime, inode): a file rewritten in place with its old size
 # and modification time still gets a new ctime, which nobody can set.
@@ -85,15 +85,6 @@ class ScanResult:
     hidden: list[str] = field(default_factory=list, compare=False)
     """Hidden names in the root (temporary files among them), so that the
     stale-file cleanup needs no second listing of the directory."""
-
-
-def is_candidate(name: str) -> bool:
-    """Return whether a file name in a location root may be a backup.
-
-    Hidden names are skipped: they are temporary files (ours start with a dot)
-    or not meant to be seen.
-    """
-    return name.endswith(".tar") and not name.startswith(".")
 
 
 class BackupScanner:
@@ -224,7 +215,7 @@ def _list_entries(location: Path) -> tuple[list[os.DirEntry[str]], list[str]]:
     try:
         with os.scandir(location) as iterator:
             for entry in iterator:
-                if is_candidate(entry.name):
+                if is_backup_file_name(entry.name):
                     candidates.append(entry)
                 elif entry.name.startswith("."):
                     hidden.append(entry.name)

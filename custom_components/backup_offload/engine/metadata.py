@@ -18,9 +18,9 @@ import re
 import tarfile
 from typing import IO, Any, Final, cast
 
+from .archive.safety import BACKUP_JSON, INNER_SUFFIXES, OuterLayout, is_inner_archive
 from .errors import CorruptBackupError, InvalidBackupError, printable
 from .fileops import open_regular, read_error
-from .safety import BACKUP_JSON, INNER_SUFFIXES, OuterLayout, is_inner_archive
 from .validation import is_valid_backup_id
 
 __all__ = ["BACKUP_JSON", "INNER_SUFFIXES", "is_inner_archive"]
@@ -30,7 +30,11 @@ INNER_NAME: Final = "homeassistant.tar"
 EXTRA_KEY: Final = "backup_offload"
 """Key of this integration's block in ``extra``; its presence marks our backups."""
 EXTRA_VERSION: Final = 1
+BACKUP_SUFFIX: Final = ".tar"
 SIDECAR_SUFFIX: Final = ".sha256"
+TEMP_PREFIX: Final = ".backup_offload-"
+"""Every temporary file of ours starts with this (archives, sidecars, DB
+copies, staged restores); hidden, so no listing shows it."""
 
 # A backup.json is a few hundred bytes; refuse to load a huge one into memory.
 _MAX_JSON_BYTES = 1 << 20
@@ -83,6 +87,21 @@ def clean_name(name: str) -> str:
     if text in ("", ".", ".."):
         return "Backup"
     return text
+
+
+def is_backup_file_name(name: str) -> bool:
+    """Return True for a plain, visible ``*.tar`` name without a directory part.
+
+    Hidden names are never backups: they are temporary files (ours start
+    with a dot) or not meant to be seen.
+    """
+    return (
+        len(name) > len(BACKUP_SUFFIX)
+        and name.endswith(BACKUP_SUFFIX)
+        and not name.startswith(".")
+        and "/" not in name
+        and "\0" not in name
+    )
 
 
 def id_part(backup_id: str) -> str:

@@ -45,9 +45,9 @@ import threading
 import traceback
 from typing import IO, Any, Final
 
+from .archive.tarstream import use_fast_checksums
 from .errors import BackupOffloadError, WorkerFailedError
 from .gil import NICE_INCREMENT
-from .tarstream import use_fast_checksums
 
 _LOGGER = logging.getLogger(__name__)
 

@@ -21,16 +21,14 @@ import tarfile
 import threading
 from typing import IO, Final
 
-from .compression import GzipReader, Readable
-from .errors import (
+from ..errors import (
     CorruptBackupError,
     InvalidBackupError,
     WrongPasswordError,
 )
-from .excludes import ARCHIVE_ROOT
-from .fileops import open_regular, read_error
-from .gil import responsive_call
-from .metadata import (
+from ..fileops import open_regular, read_error
+from ..gil import responsive_call
+from ..metadata import (
     BACKUP_JSON,
     INNER_NAME,
     SIDECAR_SUFFIX,
@@ -39,6 +37,8 @@ from .metadata import (
     is_inner_archive,
     parse_backup_json,
 )
+from .compression import GzipReader, Readable
+from .excludes import ARCHIVE_ROOT
 from .safety import OuterLayout, SafetyCheck
 from .securetar_compat import (
     DATA_ERRORS,

@@ -7,7 +7,7 @@ from pathlib import PurePosixPath
 import re
 from typing import Final
 
-from .excludes import build_matcher, normalize_pattern
+from .archive.excludes import build_matcher, normalize_pattern
 
 ESSENTIAL_PATHS: Final = (
     "configuration.yaml",

@@ -16,9 +16,10 @@ from pathlib import Path
 import secrets
 import shutil
 
-from .archive import TEMP_PREFIX, BackupInfo, extract_backup
-from .fileops import fsync_dir, remove_quietly
-from .restore import (
+from ..archive.extract import extract_backup
+from ..fileops import fsync_dir, remove_quietly
+from ..metadata import TEMP_PREFIX, BackupInfo
+from .checks import (
     PARTIAL_PREFIX,
     RestorePathError,
     RestoreWriteError,
@@ -28,7 +29,7 @@ from .restore import (
     require_matches,
     selector,
 )
-from .restore_space import Budget, FileSystem
+from .space import Budget, FileSystem
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -21,19 +21,19 @@ import stat
 import tarfile
 from typing import Final, Protocol
 
-from .archive_read import (
+from ..errors import (
+    BackupOffloadError,
+    UnsafeArchiveError,
+)
+from ..fileops import write_all, write_error
+from ..gil import responsive_call
+from .excludes import ARCHIVE_ROOT
+from .read import (
     each_member,
     is_homeassistant,
     read_archive,
     read_member_data,
 )
-from .errors import (
-    BackupOffloadError,
-    UnsafeArchiveError,
-)
-from .excludes import ARCHIVE_ROOT
-from .fileops import write_all, write_error
-from .gil import responsive_call
 from .safety import SafetyCheck, is_unsafe_name
 from .securetar_compat import forget_members
 from .tarstream import member_chunks

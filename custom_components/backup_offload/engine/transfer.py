@@ -23,8 +23,7 @@ import secrets
 from typing import TYPE_CHECKING, BinaryIO, Final
 
 from . import worker
-from .archive import TEMP_PREFIX, BackupInfo, find_backup, read_backup_info
-from .archive_read import each_member, read_archive, verify_backup
+from .archive.read import each_member, read_archive, verify_backup
 from .errors import (
     BackupNotFoundError,
     BackupOffloadError,
@@ -34,9 +33,18 @@ from .errors import (
     WrongPasswordError,
 )
 from .fileops import fsync_dir, open_regular, read_error, write_error
-from .jobs import Location, Snapshot, probe_location
+from .jobs import Location, LocationState, probe_location, state_of
+from .listing import find_backup
 from .location import LiveFiles, lock_temporary
-from .metadata import SIDECAR_SUFFIX, file_name, id_part, parse_date
+from .metadata import (
+    SIDECAR_SUFFIX,
+    TEMP_PREFIX,
+    BackupInfo,
+    file_name,
+    id_part,
+    parse_date,
+    read_backup_info,
+)
 from .validation import is_valid_backup_id
 
 if TYPE_CHECKING:
@@ -201,8 +209,8 @@ def _publish(upload: Upload, final: Path, digest: str) -> None:
 
 
 def finish_upload(
-    location: Location, upload: Upload, backup_id: str, *, checked: Callable[[], None]
-) -> tuple[BackupInfo, Snapshot]:
+    location: Location, upload: Upload, backup_id: str, checked: Callable[[], None]
+) -> tuple[BackupInfo, LocationState]:
     """Probe, fsync, check and publish the received backup; list again.
 
     ``checked`` is called once the probe passed: an fsync of a large file on
@@ -230,7 +238,7 @@ def finish_upload(
     scan = location.scanner.scan(location.path)
     return (
         replace(info, file=final.name),
-        Snapshot(status=status, backups=scan.backups, invalid=scan.invalid),
+        state_of(status, scan),
     )
 
 
@@ -282,7 +290,6 @@ def open_backup(
     location: Location,
     backup_id: str,
     passwords: Sequence[str],
-    *,
     checked: Callable[[], None],
 ) -> Download:
     """Probe, find the backup by id, check it completely and open it.

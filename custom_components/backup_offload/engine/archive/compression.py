@@ -35,7 +35,7 @@ from types import ModuleType
 from typing import Any, Final, Protocol
 import zlib
 
-from .gil import lower_priority
+from ..gil import lower_priority
 
 
 class Writable(Protocol):

@@ -21,17 +21,10 @@ from pathlib import Path
 import secrets
 
 from . import worker
-from .archive import (
-    TEMP_PREFIX,
-    BackupInfo,
-    BackupScanner,
-    CreateResult,
-    VerifyResult,
-    create_backup,
-    find_backup,
-    temporary_names,
-    verify_backup,
-)
+from .archive.create import CreateResult, create_backup, temporary_names
+from .archive.read import VerifyResult, verify_backup
+from .errors import BackupOffloadError
+from .listing import BackupScanner, ScanResult, find_backup
 from .location import (
     PROBE_PREFIX,
     LiveFiles,
@@ -40,21 +33,34 @@ from .location import (
     delete_backup,
     probe,
 )
-from .restore_full import Staged, stage
-from .restore_partial import Extracted, extract_selected
-from .restore_preview import Preview, preview
+from .metadata import TEMP_PREFIX, BackupInfo
+from .restore.full import Staged, stage
+from .restore.partial import Extracted, extract_selected
+from .restore.preview import Preview, preview
 from .retention import select_for_deletion
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class Snapshot:
-    """The state of a location after a job: probe result and listing."""
+class LocationState:
+    """What is known of a location: its probe and listing, or why it is down.
 
-    status: LocationStatus
-    backups: list[BackupInfo]
+    Every job returns one, and it is what the coordinator keeps and the
+    entities show.
+    """
+
+    status: LocationStatus | None = None
+    """None while the location is unavailable."""
+    backups: list[BackupInfo] = field(default_factory=list)
     """Every valid Home Assistant backup in the location, newest first."""
-    invalid: dict[str, str]
+    invalid: dict[str, str] = field(default_factory=dict)
     """File name -> why it is not a valid backup."""
+    error: BackupOffloadError | None = None
+    """Why the location is unavailable."""
+
+    @property
+    def available(self) -> bool:
+        """Return True when the last probe passed."""
+        return self.status is not None
 
     @property
     def used_bytes(self) -> int:
@@ -93,12 +99,17 @@ class CreateOutcome:
 
     result: CreateResult
     purged: list[BackupInfo]
-    snapshot: Snapshot
+    snapshot: LocationState
 
 
-def _snapshot(location: Location, status: LocationStatus) -> Snapshot:
-    scan = location.scanner.scan(location.path)
-    return Snapshot(status=status, backups=scan.backups, invalid=scan.invalid)
+def listed(location: Location, status: LocationStatus) -> LocationState:
+    """Return the state of a location that passed ``status``'s probe."""
+    return state_of(status, location.scanner.scan(location.path))
+
+
+def state_of(status: LocationStatus, scan: ScanResult) -> LocationState:
+    """Return the state of a probed and listed location."""
+    return LocationState(status=status, backups=scan.backups, invalid=scan.invalid)
 
 
 def probe_location(
@@ -114,12 +125,14 @@ def probe_location(
     )
 
 
-def refresh(location: Location) -> Snapshot:
+def refresh(location: Location) -> LocationState:
     """Probe the location and list its backups."""
-    return _snapshot(location, probe_location(location))
+    return listed(location, probe_location(location))
 
 
-def prepare(location: Location, *, stale_after: float) -> tuple[list[str], Snapshot]:
+def prepare(
+    location: Location, *, stale_after: float
+) -> tuple[list[str], LocationState]:
     """Probe, list, and remove the stale temporary files a crash left behind.
 
     The listing's hidden names are the cleanup's candidates: one listing of
@@ -137,7 +150,7 @@ def prepare(location: Location, *, stale_after: float) -> tuple[list[str], Snaps
             names=scan.hidden,
             keep=location.live,
         )
-    return removed, Snapshot(status=status, backups=scan.backups, invalid=scan.invalid)
+    return removed, state_of(status, scan)
 
 
 def _purge(
@@ -164,6 +177,7 @@ def _purge(
 def create(
     location: Location,
     retention: Retention,
+    checked: Callable[[], None],
     *,
     name: str,
     password: str | None,
@@ -171,7 +185,6 @@ def create(
     excludes: Sequence[str],
     compress: bool,
     homeassistant_version: str,
-    checked: Callable[[], None],
     progress: Callable[[float], None] | None = None,
     database_lock: Callable[[], AbstractContextManager[None]] | None = None,
 ) -> CreateOutcome:
@@ -207,26 +220,25 @@ def create(
         )
     purged = _purge(location, retention, keep={result.info.backup_id})
     return CreateOutcome(
-        result=result, purged=purged, snapshot=_snapshot(location, status)
+        result=result, purged=purged, snapshot=listed(location, status)
     )
 
 
 def delete(
-    location: Location, backup_id: str, *, checked: Callable[[], None]
-) -> tuple[BackupInfo, Snapshot]:
+    location: Location, backup_id: str, checked: Callable[[], None]
+) -> tuple[BackupInfo, LocationState]:
     """Probe for writing, delete one backup and its sidecar, list again."""
     status = probe_location(location, for_write=True)
     checked()
     backup = find_backup(location.path, backup_id, location.scanner)
     delete_backup(location.path, backup.file)
-    return backup, _snapshot(location, status)
+    return backup, listed(location, status)
 
 
 def verify(
     location: Location,
     backup_id: str,
     password: str | None,
-    *,
     checked: Callable[[], None],
 ) -> tuple[BackupInfo, VerifyResult]:
     """Probe, then read the whole backup: decrypt, decompress, checksum."""
@@ -237,13 +249,13 @@ def verify(
 
 
 def purge(
-    location: Location, retention: Retention, *, checked: Callable[[], None]
-) -> tuple[list[BackupInfo], Snapshot]:
+    location: Location, retention: Retention, checked: Callable[[], None]
+) -> tuple[list[BackupInfo], LocationState]:
     """Probe for writing, apply retention to this instance's backups, list."""
     status = probe_location(location, for_write=True)
     checked()
     purged = _purge(location, retention)
-    return purged, _snapshot(location, status)
+    return purged, listed(location, status)
 
 
 def _found(location: Location, backup_id: str) -> tuple[BackupInfo, Path]:
@@ -255,11 +267,11 @@ def restore_stage(
     location: Location,
     backup_id: str,
     password: str | None,
+    checked: Callable[[], None],
     *,
     is_newer: Callable[[str], bool],
     temp_dir: Path,
     restore_database: bool,
-    checked: Callable[[], None],
 ) -> Staged:
     """Probe, find the backup, validate it and stage a verified local copy.
 
@@ -286,12 +298,12 @@ def restore_preview(
     location: Location,
     backup_id: str,
     password: str | None,
+    checked: Callable[[], None],
     *,
     patterns: Sequence[str] | None,
     restore_database: bool,
     is_newer: Callable[[str], bool],
     temp_dir: Path,
-    checked: Callable[[], None],
 ) -> tuple[BackupInfo, Preview]:
     """Probe, find the backup, and report what restoring it would change."""
     probe_location(location)
@@ -314,9 +326,9 @@ def restore_extract(
     location: Location,
     backup_id: str,
     password: str | None,
+    checked: Callable[[], None],
     *,
     patterns: Sequence[str],
-    checked: Callable[[], None],
 ) -> Extracted:
     """Probe, find the backup, and extract the chosen files next to the config."""
     probe_location(location)

@@ -28,58 +28,38 @@ import tarfile
 import time
 from typing import Any, Final
 
-from . import snapshot
-from .archive_read import VerifyResult, verify_backup
-from .errors import (
+from ..errors import (
     IncompleteBackupError,
     LocationUnavailableError,
     WriteFailedError,
 )
-from .excludes import build_matcher, exclude_patterns, normalize_pattern
-from .extract import extract_backup
-from .fileops import fsync_dir, write_error
-from .gil import responsive_call
-from .listing import BackupScanner, ScanResult, find_backup
-from .location import lock_temporary
-from .metadata import (
+from ..fileops import fsync_dir, write_error
+from ..gil import responsive_call
+from ..location import lock_temporary
+from ..metadata import (
     BACKUP_JSON_MEMBER,
     EXTRA_KEY,
     EXTRA_VERSION,
     INNER_NAME,
     SIDECAR_SUFFIX,
+    TEMP_PREFIX,
     BackupInfo,
     backup_json,
     clean_name,
     file_name,
     id_part,
     parse_backup_json,
-    read_backup_info,
 )
+from . import contents as snapshot
+from .contents import CHUNK, Entry, Kind, Plan, SourceError
+from .excludes import build_matcher, exclude_patterns, normalize_pattern
 from .securetar_compat import (
     WRITE_VERSION,
     ArchiveWriter,
     forget_members,
     open_writer,
 )
-from .snapshot import CHUNK, Entry, Kind, Plan, SourceError
 
-__all__ = [
-    "TEMP_PREFIX",
-    "BackupInfo",
-    "BackupScanner",
-    "CreateResult",
-    "ScanResult",
-    "VerifyResult",
-    "create_backup",
-    "extract_backup",
-    "find_backup",
-    "read_backup_info",
-    "temporary_names",
-    "verify_backup",
-]
-
-TEMP_PREFIX: Final = ".backup_offload-"
-"""Every temporary file of ours starts with this (archives, sidecars, DB copies)."""
 # Leftover database copies in the config dir older than this are a crash's.
 _STALE_SCRATCH_SECONDS: Final = 6 * 3600
 _PROGRESS_STEP: Final = 0.01

@@ -10,8 +10,8 @@ from pathlib import Path
 import shutil
 from typing import Any
 
-from .archive import TEMP_PREFIX
-from .restore import MARKER_NAME, PARTIAL_PREFIX, STAGED_PREFIX, STAGING_DIR
+from ..metadata import TEMP_PREFIX
+from .checks import MARKER_NAME, PARTIAL_PREFIX, STAGED_PREFIX, STAGING_DIR
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

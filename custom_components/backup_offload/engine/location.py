@@ -1,7 +1,7 @@
 """Probe and maintain a backup location (synchronous core).
 
 Every function here does blocking file-system I/O and is meant to run in one
-executor job per logical operation (DESIGN.md, principles 1 and 2). Nothing
+executor job per logical operation (docs/architecture.md, "The rules"). Nothing
 here imports Home Assistant.
 
 A location is a directory, usually a network share or a second disk mounted
@@ -32,6 +32,7 @@ from .errors import (
     InsufficientSpaceError,
     LocationUnavailableError,
 )
+from .metadata import SIDECAR_SUFFIX, is_backup_file_name
 
 # Free space kept in reserve on top of the caller's estimate: the sidecar,
 # file-system metadata and block rounding, and an estimate that is a bit low.
@@ -42,8 +43,6 @@ SPACE_MARGIN_BYTES = 16 * 1024 * 1024
 # removes it.
 PROBE_PREFIX = ".backup_offload_probe."
 
-BACKUP_SUFFIX = ".tar"
-SIDECAR_SUFFIX = ".sha256"
 
 # Where the kernel lists the mount points of this process's mount namespace.
 MOUNTINFO = "/proc/self/mountinfo"
@@ -486,18 +485,6 @@ def validate_location(
         raise LocationConfigError(str(err), "unknown") from err
 
 
-def is_backup_filename(name: str) -> bool:
-    """Return True for a plain, visible ``*.tar`` name without a directory part."""
-    return (
-        len(name) > len(BACKUP_SUFFIX)
-        and name.endswith(BACKUP_SUFFIX)
-        and not name.startswith(".")
-        and "/" not in name
-        and "\0" not in name
-        and (os.altsep is None or os.altsep not in name)
-    )
-
-
 def _lstat_at(name: str, dir_fd: int) -> os.stat_result | None:
     """Return the lstat of ``name`` in the directory, or None when missing."""
     try:
@@ -506,23 +493,19 @@ def _lstat_at(name: str, dir_fd: int) -> os.stat_result | None:
         return None
 
 
-def delete_backup(
-    location: str | Path, filename: str, *, require_mount: bool | None = None
-) -> list[str]:
+def delete_backup(location: str | Path, filename: str) -> list[str]:
     """Delete a backup archive and its ``.sha256`` sidecar; return removed names.
 
     Only a regular ``*.tar`` file directly in the location is deleted (no
     path separators, no hidden name, no symlink, no directory); anything
-    else raises ``BackupNotFoundError`` and nothing is touched. With
-    ``require_mount`` set, the location is probed first in the same job.
+    else raises ``BackupNotFoundError`` and nothing is touched. The caller
+    probes the location first, in the same job.
     """
     loc = os.fspath(location)
-    if not is_backup_filename(filename):
+    if not is_backup_file_name(filename):
         raise BackupNotFoundError(
             f"{filename!r} is not a backup file name", file=filename
         )
-    if require_mount is not None:
-        probe(loc, require_mount=require_mount)
     removed: list[str] = []
     try:
         with _open_directory(loc) as dir_fd:
@@ -692,23 +675,3 @@ def cleanup_temporary(
     except OSError as err:
         raise _unavailable(loc, err, writing=True) from err
     return sorted(removed)
-
-
-def used_bytes(location: str | Path) -> int:
-    """Return the total size of the backup files (``*.tar``) in the root."""
-    loc = os.fspath(location)
-    total = 0
-    try:
-        with os.scandir(loc) as entries:
-            for entry in entries:
-                if not is_backup_filename(entry.name):
-                    continue
-                try:
-                    info = entry.stat(follow_symlinks=False)
-                except FileNotFoundError:
-                    continue
-                if stat.S_ISREG(info.st_mode):
-                    total += info.st_size
-    except OSError as err:
-        raise _unavailable(loc, err, writing=False) from err
-    return total

@@ -21,17 +21,16 @@ import secrets
 import tempfile
 from typing import Any
 
-from .archive import TEMP_PREFIX, BackupInfo, VerifyResult
-from .archive_read import CHUNK, read_sidecar, verify_backup
-from .errors import (
+from ..archive.read import CHUNK, VerifyResult, read_sidecar, verify_backup
+from ..errors import (
     BackupOffloadError,
     CorruptBackupError,
     LocationUnavailableError,
 )
-from .fileops import SPACE_ERRNOS, fsync_dir, read_error, remove_quietly, write_all
-from .location import SPACE_MARGIN_BYTES
-from .metadata import SIDECAR_SUFFIX, id_part
-from .restore import (
+from ..fileops import SPACE_ERRNOS, fsync_dir, read_error, remove_quietly, write_all
+from ..location import SPACE_MARGIN_BYTES
+from ..metadata import SIDECAR_SUFFIX, TEMP_PREFIX, BackupInfo, id_part
+from .checks import (
     MARKER_NAME,
     STAGED_PREFIX,
     STAGING_DIR,
@@ -42,7 +41,7 @@ from .restore import (
     effective_password,
     require_configuration,
 )
-from .restore_space import (
+from .space import (
     ArchiveSizer,
     Clearing,
     FileSystem,

@@ -38,12 +38,12 @@ import stat
 import tarfile
 from typing import Final
 
-from .archive_read import each_member, is_homeassistant, read_archive
-from .errors import BackupOffloadError
-from .excludes import ARCHIVE_ROOT
-from .fileops import read_error
-from .location import SPACE_MARGIN_BYTES
-from .restore import (
+from ..archive.excludes import ARCHIVE_ROOT
+from ..archive.read import each_member, is_homeassistant, read_archive
+from ..errors import BackupOffloadError
+from ..fileops import read_error
+from ..location import SPACE_MARGIN_BYTES
+from .checks import (
     DATABASE_FILES,
     KEEP_ALWAYS,
     ConfigNotClearableError,

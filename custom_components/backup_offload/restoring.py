@@ -30,15 +30,6 @@ from homeassistant.helpers import issue_registry as ir
 from homeassistant.helpers.start import async_at_started
 from homeassistant.util import dt as dt_util
 
-from . import (
-    jobs,
-    restore,
-    restore_full,
-    restore_outcome,
-    restore_partial,
-    restore_preview,
-    restore_space,
-)
 from .const import (
     CONF_PASSWORD,
     DOMAIN,
@@ -48,15 +39,24 @@ from .const import (
     ISSUE_RESTORE_FAILED,
     ISSUE_RESTORE_FAILED_OTHER,
     LOGGER,
-    RESTORE_FAILURES,
     OperationState,
 )
-from .errors import BackupOffloadError, LocationUnavailableError
+from .engine import jobs
+from .engine.errors import BackupOffloadError, LocationUnavailableError
+from .engine.restore import (
+    checks as restore,
+    full as restore_full,
+    outcome as restore_outcome,
+    partial as restore_partial,
+    preview as restore_preview,
+    space as restore_space,
+)
+from .engine.restore.checks import RestoreFormatError, SafetyBackupError
 from .manager import Failure, backup_to_dict
-from .restore import RestoreFormatError, SafetyBackupError
+from .models import DATA_RESTORE_FAILURES
 
 if TYPE_CHECKING:
-    from .archive import BackupInfo
+    from .engine.metadata import BackupInfo
     from .manager import LocationManager
 
 # Home Assistant's RestoreBackupFileContent field -> key in the instruction
@@ -463,7 +463,7 @@ def _report_failure(hass: HomeAssistant, marker: dict[str, Any], error: str) -> 
         entry.runtime_data.manager.last_failure = failure
         entry.runtime_data.coordinator.async_update_listeners()
     else:
-        failures = hass.data.setdefault(DOMAIN, {}).setdefault(RESTORE_FAILURES, {})
+        failures = hass.data.setdefault(DATA_RESTORE_FAILURES, {})
         failures[entry_id] = failure
     ir.async_create_issue(
         hass,

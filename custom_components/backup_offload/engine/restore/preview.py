@@ -25,16 +25,18 @@ import tarfile
 import tempfile
 from typing import Final
 
-from .archive import BackupInfo
-from .archive_read import (
+from ..archive.excludes import ARCHIVE_ROOT
+from ..archive.read import (
     each_member,
     holds_configuration,
     is_homeassistant,
     read_archive,
 )
-from .errors import BackupOffloadError
-from .excludes import ARCHIVE_ROOT
-from .restore import (
+from ..archive.safety import SafetyCheck
+from ..archive.tarstream import member_chunks
+from ..errors import BackupOffloadError
+from ..metadata import BackupInfo
+from .checks import (
     STAGING_DIR,
     RestorePathError,
     check_destination,
@@ -46,7 +48,7 @@ from .restore import (
     require_matches,
     selector,
 )
-from .restore_space import (
+from .space import (
     ArchiveSizer,
     Budget,
     FileSystem,
@@ -59,8 +61,6 @@ from .restore_space import (
     plan_clearing,
     startup_needs,
 )
-from .safety import SafetyCheck
-from .tarstream import member_chunks
 
 PREVIEW_PATHS: Final = 20
 """Paths listed per category in a preview (the counts are complete)."""

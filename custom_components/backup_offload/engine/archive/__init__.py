@@ -1,0 +1,1 @@
+"""Home Assistant backup archives: write, read, check, extract."""
