@@ -200,6 +200,38 @@ class BackupOffloadConfigFlow(ConfigFlow, domain=DOMAIN):
         return BackupOffloadOptionsFlow()
 
 
+def _options_schema(options: dict[str, Any]) -> vol.Schema:
+    """Return the options form, filled with ``options``."""
+    return vol.Schema(
+        {
+            vol.Optional(
+                CONF_PASSWORD,
+                description={"suggested_value": options.get(CONF_PASSWORD)},
+            ): TextSelector(TextSelectorConfig(type=TextSelectorType.PASSWORD)),
+            vol.Required(
+                CONF_KEEP_COUNT,
+                default=options.get(CONF_KEEP_COUNT, DEFAULT_KEEP_COUNT),
+            ): _COUNT,
+            vol.Required(
+                CONF_KEEP_DAYS,
+                default=options.get(CONF_KEEP_DAYS, DEFAULT_KEEP_DAYS),
+            ): _COUNT,
+            vol.Required(
+                CONF_INCLUDE_DATABASE,
+                default=options.get(CONF_INCLUDE_DATABASE, DEFAULT_INCLUDE_DATABASE),
+            ): BooleanSelector(),
+            vol.Optional(
+                CONF_EXCLUDE,
+                description={"suggested_value": options.get(CONF_EXCLUDE, [])},
+            ): TextSelector(TextSelectorConfig(multiple=True)),
+            vol.Required(
+                CONF_COMPRESS,
+                default=options.get(CONF_COMPRESS, DEFAULT_COMPRESS),
+            ): BooleanSelector(),
+        }
+    )
+
+
 class BackupOffloadOptionsFlow(OptionsFlow):
     """Encryption, retention and what goes into a backup."""
 
@@ -223,36 +255,7 @@ class BackupOffloadOptionsFlow(OptionsFlow):
                 user_input[CONF_KEEP_DAYS] = int(user_input[CONF_KEEP_DAYS])
                 return self.async_create_entry(data=user_input)
         options = user_input or dict(self.config_entry.options)
-        schema = vol.Schema(
-            {
-                vol.Optional(
-                    CONF_PASSWORD,
-                    description={"suggested_value": options.get(CONF_PASSWORD)},
-                ): TextSelector(TextSelectorConfig(type=TextSelectorType.PASSWORD)),
-                vol.Required(
-                    CONF_KEEP_COUNT,
-                    default=options.get(CONF_KEEP_COUNT, DEFAULT_KEEP_COUNT),
-                ): _COUNT,
-                vol.Required(
-                    CONF_KEEP_DAYS,
-                    default=options.get(CONF_KEEP_DAYS, DEFAULT_KEEP_DAYS),
-                ): _COUNT,
-                vol.Required(
-                    CONF_INCLUDE_DATABASE,
-                    default=options.get(
-                        CONF_INCLUDE_DATABASE, DEFAULT_INCLUDE_DATABASE
-                    ),
-                ): BooleanSelector(),
-                vol.Optional(
-                    CONF_EXCLUDE,
-                    description={"suggested_value": options.get(CONF_EXCLUDE, [])},
-                ): TextSelector(TextSelectorConfig(multiple=True)),
-                vol.Required(
-                    CONF_COMPRESS,
-                    default=options.get(CONF_COMPRESS, DEFAULT_COMPRESS),
-                ): BooleanSelector(),
-            }
-        )
+        schema = _options_schema(options)
         return self.async_show_form(
             step_id="init",
             data_schema=schema,

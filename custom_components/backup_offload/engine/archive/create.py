@@ -537,6 +537,17 @@ def _extra_block(
     }
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Options:
+    """How one backup is written: its name, id and what goes in."""
+
+    backup_id: str
+    password: str | None
+    compress: bool
+    progress: _Progress
+    database_lock: DatabaseLock | None
+
+
 @responsive_call
 def create_backup(
     config_dir: Path,
@@ -561,8 +572,9 @@ def create_backup(
     absolute one or one with ``..``); ``database_lock`` is entered around
     storing the database files; without it SQLite databases are snapshotted.
     ``progress`` gets fractions 0..1 from this thread. ``extra`` is merged
-    into backup.json's ``extra`` (ours wins). Raises InsufficientSpaceError
-    or WriteFailedError; nothing is left behind then.
+    into backup.json's ``extra`` (ours wins). Raises IncompleteBackupError
+    (no configuration.yaml), InsufficientSpaceError or WriteFailedError;
+    nothing is left behind then.
     """
     when = (date or datetime.now(UTC)).astimezone()
     backup_id = backup_id or secrets.token_hex(4)
@@ -571,17 +583,7 @@ def create_backup(
     final = location / file_name(name, when, backup_id)
     if os.path.lexists(final):
         raise WriteFailedError(f"{final.name} already exists", file=final.name)
-    _remove_stale_scratch(config_dir)
-    the_plan = snapshot.plan(
-        config_dir,
-        is_excluded=build_matcher(
-            exclude_patterns(user_excludes, include_database=include_database)
-        ),
-        skip_names=lambda entry_name: entry_name.startswith(TEMP_PREFIX),
-        include_database=include_database,
-        skip_dir=_location_stat(location),
-    )
-    _require_configuration(the_plan)
+    the_plan = _plan(config_dir, location, user_excludes, include_database)
     meta = backup_json(
         backup_id=backup_id,
         name=name,
@@ -599,37 +601,79 @@ def create_backup(
             encrypted=password is not None,
         ),
     )
-    tracker = _Progress(progress, the_plan.total_bytes)
+    options = _Options(
+        backup_id=backup_id,
+        password=password,
+        compress=compress,
+        progress=_Progress(progress, the_plan.total_bytes),
+        database_lock=database_lock,
+    )
+    size, skipped = _write(config_dir, location, final.name, meta, the_plan, options)
+    options.progress.finish()
+    info = parse_backup_json(meta, file=final.name, size=size)
+    return CreateResult(info=info, skipped=sorted(skipped), reasons=skipped)
+
+
+def _plan(
+    config_dir: Path, location: Path, excludes: list[str], include_database: bool
+) -> Plan:
+    """Walk the config directory: what the backup stores (never ours, never itself)."""
+    _remove_stale_scratch(config_dir)
+    the_plan = snapshot.plan(
+        config_dir,
+        is_excluded=build_matcher(
+            exclude_patterns(excludes, include_database=include_database)
+        ),
+        skip_names=lambda entry_name: entry_name.startswith(TEMP_PREFIX),
+        include_database=include_database,
+        skip_dir=_location_stat(location),
+    )
+    _require_configuration(the_plan)
+    return the_plan
+
+
+def _write(
+    config_dir: Path,
+    location: Path,
+    final: str,
+    meta: bytes,
+    the_plan: Plan,
+    options: _Options,
+) -> tuple[int, dict[str, str]]:
+    """Write the archive and its sidecar, publish both; return size and skips.
+
+    Any failure removes the temporary files and raises a typed error.
+    """
 
     def scratch(rel: str) -> Path:
         return (
             config_dir
-            / f"{TEMP_PREFIX}{id_part(backup_id)}-{rel.replace('/', '_')}.tmp"
+            / f"{TEMP_PREFIX}{id_part(options.backup_id)}-{rel.replace('/', '_')}.tmp"
         )
 
     try:
-        temp = _Temp.open(location, backup_id)
+        temp = _Temp.open(location, options.backup_id)
     except OSError as err:
-        raise write_error(err, final.name) from err
+        raise write_error(err, final) from err
     destination: _Destination | None = None
     try:
         destination = _Destination(temp.open_new(temp.archive))
-        with open_writer(destination, password) as writer:
+        with open_writer(destination, options.password) as writer:
             skipped = _write_contents(
                 writer,
                 meta,
                 the_plan,
                 config_dir=config_dir,
-                compress=compress,
-                progress=tracker,
+                compress=options.compress,
+                progress=options.progress,
                 scratch=scratch,
-                database_lock=database_lock,
+                database_lock=options.database_lock,
             )
         size = destination.sync()
         digest = destination.digest()
         destination.close()
-        _write_sidecar(temp, digest, final.name)
-        _publish(temp, final.name)
+        _write_sidecar(temp, digest, final)
+        _publish(temp, final)
     except BaseException as err:
         if destination is not None:
             destination.close()
@@ -637,13 +681,11 @@ def create_backup(
         temp.close()
         failure = destination.error if destination is not None else None
         if failure is not None:
-            raise write_error(failure, final.name) from err
+            raise write_error(failure, final) from err
         if isinstance(err, SourceError):
             raise WriteFailedError(str(err), file=err.rel) from err
         if isinstance(err, OSError):
-            raise write_error(err, final.name) from err
+            raise write_error(err, final) from err
         raise
     temp.close()
-    tracker.finish()
-    info = parse_backup_json(meta, file=final.name, size=size)
-    return CreateResult(info=info, skipped=sorted(skipped), reasons=skipped)
+    return size, skipped

@@ -343,31 +343,7 @@ def _full(
         config_block=config.block,
         restore_database=restore_database,
     )
-
-    holds = False
-
-    def visit(name: str, tar: tarfile.TarFile, member: tarfile.TarInfo) -> None:
-        nonlocal holds
-        safe = check.add(member)
-        sizer.add(member)
-        rel = check.mapped(member.name)
-        holds = holds or (safe and rel is not None and holds_configuration(rel, member))
-        if sizer.copies(rel) and not member.isdir():
-            comparison.member(rel or "", tar, member)
-
-    # The layout check_start checks, in the same read: a dry run reads the
-    # whole backup anyway, and reading its start twice costs memory.
-    inner: list[str] = []
-    each = each_member(visit)
-
-    def consume(name: str, tar: tarfile.TarFile) -> None:
-        inner.append(name)
-        each(name, tar)
-
-    read_archive(source, password, consume, wanted=is_homeassistant)
-    check_inner(backup, inner)
-    check.finish()
-    require_configuration(backup, holds=holds)
+    _read_full(source, backup, password, check, comparison, sizer)
     _second_read(source, password, check, comparison, sizer)
     copied = sizer.copied()
     space = startup_needs(
@@ -379,6 +355,45 @@ def _full(
         staged=(staging, Usage(blocks(backup.size, staging.block), 1)),
     )
     return comparison.result(full=True, write_bytes=copied.data, space=space)
+
+
+def _read_full(
+    source: Path,
+    backup: BackupInfo,
+    password: str | None,
+    check: SafetyCheck,
+    comparison: _Comparison,
+    sizer: ArchiveSizer,
+) -> None:
+    """Read the backup once: check, size and compare every member.
+
+    Refused for what the restore refuses: unsafe members, the layout
+    ``check_start`` checks (in the same read: a dry run reads the whole
+    backup anyway, and reading its start twice costs memory), and nothing to
+    start from.
+    """
+    holds = False
+    inner: list[str] = []
+
+    def visit(name: str, tar: tarfile.TarFile, member: tarfile.TarInfo) -> None:
+        nonlocal holds
+        safe = check.add(member)
+        sizer.add(member)
+        rel = check.mapped(member.name)
+        holds = holds or (safe and rel is not None and holds_configuration(rel, member))
+        if sizer.copies(rel) and not member.isdir():
+            comparison.member(rel or "", tar, member)
+
+    each = each_member(visit)
+
+    def consume(name: str, tar: tarfile.TarFile) -> None:
+        inner.append(name)
+        each(name, tar)
+
+    read_archive(source, password, consume, wanted=is_homeassistant)
+    check_inner(backup, inner)
+    check.finish()
+    require_configuration(backup, holds=holds)
 
 
 def _partial(
