@@ -8,7 +8,6 @@ config directory, and compare the result with the backup's content.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 import dataclasses
 import hashlib
@@ -52,7 +51,7 @@ from custom_components.backup_offload.engine.restore.checks import (
     STAGING_DIR,
 )
 
-from .common import call, in_executor, run
+from .common import call, in_executor, run, wait_until
 from .engine.helpers import (
     backup_json,
     build_archive,
@@ -684,8 +683,7 @@ async def test_restore_is_exclusive(
     first = hass.async_create_task(
         _call(hass, loaded, backup_id=backup["backup_id"], safety_backup=False)
     )
-    while hass.states.get("sensor.nas_state").state != "restoring":  # noqa: ASYNC110
-        await asyncio.sleep(0)
+    await wait_until(lambda: hass.states.get("sensor.nas_state").state == "restoring")
     before = await run(hass, tree, config)
     for entry, service, data in (
         (other, "restore", {"backup_id": other_backup["backup_id"]}),
@@ -724,8 +722,7 @@ async def test_restore_refused_while_another_location_is_busy(
     gate = threading.Event()
     monkeypatch.setattr(jobs, "create", _hold(gate, jobs.create))
     creating = hass.async_create_task(_call(hass, other, "create"))
-    while hass.states.get("sensor.usb_state").state != "creating":  # noqa: ASYNC110
-        await asyncio.sleep(0)
+    await wait_until(lambda: hass.states.get("sensor.usb_state").state == "creating")
     with pytest.raises(HomeAssistantError) as err:
         await _call(hass, loaded, backup_id=backup["backup_id"])
     assert err.value.translation_key == "busy"

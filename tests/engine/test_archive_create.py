@@ -584,7 +584,10 @@ def test_database_snapshot_while_written(
     thread = threading.Thread(target=_writer, args=(database, stop, counter))
     thread.start()
     try:
+        deadline = time.monotonic() + 30
         while counter[0] < 50:
+            assert thread.is_alive(), "the database writer stopped"
+            assert time.monotonic() < deadline, "the database writer is stuck"
             time.sleep(0.01)
         assert (config / "home-assistant_v2.db-wal").exists()
         result = create(config, location)
