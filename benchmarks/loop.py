@@ -44,8 +44,13 @@ from typing import Any
 from unittest.mock import patch
 
 INTERVAL = 0.005
-OVER = 0.010
-"""The target: no beat later than this (machine stalls not counted)."""
+TARGET = 0.010
+"""The target: no beat later than this (machine stalls not counted).
+
+Home Assistant's loop must not notice our work. The fault tests check that
+the loop never waits for a share; how small its delays stay is measured
+here, against this target, and reported with it.
+"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -253,7 +258,7 @@ class MachineStalls:
         window = run.pop("_window")
         on_time = run.pop("_on_time_max")
         if self.unavailable is not None:
-            run["beats_over_10ms"] = sum(beat.lag > OVER for beat in late)
+            run["beats_over_10ms"] = sum(beat.lag > TARGET for beat in late)
             run["max_without_machine_ms"] = None
             run["machine_stall_max_ms"] = None
             return
@@ -261,7 +266,7 @@ class MachineStalls:
         over = 0
         for beat in late:
             stalled = self.overlap(beat.cpu, beat.due, beat.due + beat.lag)
-            over += beat.lag - stalled > OVER
+            over += beat.lag - stalled > TARGET
             if beat.lag - stalled > worst[0]:
                 worst = (beat.lag - stalled, beat, stalled)
         run["beats_over_10ms"] = over

@@ -12,6 +12,7 @@ from pytest_homeassistant_custom_component.common import MockConfigEntry
 
 from custom_components.backup_offload.const import CONF_PATH, CONF_REQUIRE_MOUNT, DOMAIN
 
+from .live_hass import Instance, started
 from .loop_guard import LoopGuard, loop_guard
 
 
@@ -96,3 +97,10 @@ async def init_integration(
     assert await hass.config_entries.async_setup(mock_config_entry.entry_id)
     await hass.async_block_till_done()
     return mock_config_entry
+
+
+@pytest.fixture
+def instance(tmp_path: Path, socket_enabled: None) -> Iterator[Instance]:
+    """Start a real Home Assistant process (tests/live_hass.py); stop it after."""
+    with started(tmp_path) as hass:
+        yield hass

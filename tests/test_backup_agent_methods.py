@@ -10,11 +10,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Coroutine
 import errno
-import io
-import json
-import os
 from pathlib import Path
-import tarfile
 import threading
 from typing import Any
 
@@ -44,46 +40,10 @@ from custom_components.backup_offload.const import (
 from custom_components.backup_offload.engine.metadata import TEMP_PREFIX, BackupInfo
 
 from .common import in_executor, run, wait_until
+from .engine.helpers import backup_bytes
 from .mounts import tmpfs
 
 MiB = 1 << 20
-
-
-def make_backup(
-    backup_id: str = "c0ffee01", name: str = "Uploaded", payload: int = 0
-) -> bytes:
-    """Return a small valid Home Assistant backup (``payload`` random bytes)."""
-    inner = io.BytesIO()
-    with tarfile.open(fileobj=inner, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        data = os.urandom(payload)
-        member = tarfile.TarInfo("data/blob.bin")
-        member.size = len(data)
-        tar.addfile(member, io.BytesIO(data))
-    meta = json.dumps(
-        {
-            "compressed": False,
-            "date": "2026-01-02T03:04:05+01:00",
-            "extra": {"instance_id": "someone", "with_automatic_settings": False},
-            "folders": [],
-            "addons": [],
-            "homeassistant": {"exclude_database": False, "version": "2025.4.4"},
-            "name": name,
-            "protected": False,
-            "slug": backup_id,
-            "type": "partial",
-            "version": 2,
-        }
-    ).encode()
-    outer = io.BytesIO()
-    with tarfile.open(fileobj=outer, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for member_name, content in (
-            ("./backup.json", meta),
-            ("./homeassistant.tar", inner.getvalue()),
-        ):
-            member = tarfile.TarInfo(member_name)
-            member.size = len(content)
-            tar.addfile(member, io.BytesIO(content))
-    return outer.getvalue()
 
 
 def agent_backup(backup_id: str = "c0ffee01", size: int = 0) -> AgentBackup:
@@ -153,7 +113,7 @@ async def test_upload_download_delete(
     hass: HomeAssistant, agent: BackupOffloadAgent, location_dir: Path
 ) -> None:
     """A round trip; progress is reported per written batch of small chunks."""
-    data = await run(hass, make_backup, "c0ffee01", "Uploaded", 3 * MiB)
+    data = await run(hass, backup_bytes, "c0ffee01", "Uploaded", 3 * MiB)
     progress: list[int] = []
     shown: list[tuple[str, int]] = []
 
@@ -209,7 +169,7 @@ async def test_upload_without_progress(
     hass: HomeAssistant, agent: BackupOffloadAgent, location_dir: Path
 ) -> None:
     """Home Assistant 2025.4 passes no ``on_progress``."""
-    data = await run(hass, make_backup, "c0ffee02", "Small", 1024)
+    data = await run(hass, backup_bytes, "c0ffee02", "Small", 1024)
     await agent.async_upload_backup(
         open_stream=stream_of(data, chunk=MiB), backup=agent_backup("c0ffee02")
     )
@@ -235,7 +195,7 @@ async def test_upload_of_something_else(
 ) -> None:
     """Only a Home Assistant backup with the announced id is kept."""
     if data is None:
-        data = await run(hass, make_backup)
+        data = await run(hass, backup_bytes)
     with pytest.raises(BackupAgentError, match=message) as err:
         await agent.async_upload_backup(
             open_stream=stream_of(data), backup=agent_backup(backup_id)
@@ -248,7 +208,7 @@ async def test_upload_stream_breaks(
     hass: HomeAssistant, agent: BackupOffloadAgent, location_dir: Path
 ) -> None:
     """Home Assistant's own stream error passes through; nothing is left."""
-    data = await run(hass, make_backup, "c0ffee01", "Broken", 2 * MiB)
+    data = await run(hass, backup_bytes, "c0ffee01", "Broken", 2 * MiB)
     with pytest.raises(RuntimeError, match="the stream broke"):
         await agent.async_upload_backup(
             open_stream=stream_of(data, fail_after=MiB + 1),
@@ -287,7 +247,7 @@ async def test_upload_duplicate_id(
     hass: HomeAssistant, agent: BackupOffloadAgent, location_dir: Path
 ) -> None:
     """A second backup with the same id is refused before a byte is written."""
-    data = await run(hass, make_backup)
+    data = await run(hass, backup_bytes)
     await agent.async_upload_backup(open_stream=stream_of(data), backup=agent_backup())
     before = await files(hass, location_dir)
 
@@ -303,7 +263,7 @@ async def test_upload_while_an_action_runs(
     hass: HomeAssistant, agent: BackupOffloadAgent, init_integration: MockConfigEntry
 ) -> None:
     """Upload and delete do not start while an action holds the location."""
-    data = await run(hass, make_backup)
+    data = await run(hass, backup_bytes)
     await agent.async_upload_backup(open_stream=stream_of(data), backup=agent_backup())
     manager = init_integration.runtime_data.manager
     async with manager._lock:
@@ -331,7 +291,7 @@ async def test_location_gone(
     hass: HomeAssistant, agent: BackupOffloadAgent, location_dir: Path
 ) -> None:
     """A location that is down is Home Assistant's "unreachable" everywhere."""
-    data = await run(hass, make_backup)
+    data = await run(hass, backup_bytes)
     await agent.async_upload_backup(open_stream=stream_of(data), backup=agent_backup())
     moved = location_dir.with_name("moved")
     await run(hass, location_dir.rename, moved)
@@ -359,7 +319,7 @@ async def test_read_only_location_on_delete(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The listing works but the delete's own probe (for writing) fails."""
-    data = await run(hass, make_backup)
+    data = await run(hass, backup_bytes)
     await agent.async_upload_backup(open_stream=stream_of(data), backup=agent_backup())
 
     def read_only(path: str) -> None:
@@ -384,7 +344,7 @@ async def test_full_disk_in_the_middle(
     lets the upload start and the disk fills up in the middle.
     """
     mount_point = tmp_path / "nas"
-    data = await run(hass, make_backup, "c0ffee01", "Big", 3 * MiB)
+    data = await run(hass, backup_bytes, "c0ffee01", "Big", 3 * MiB)
     async with in_executor(hass, tmpfs(mount_point, size="1m")):
         entry = MockConfigEntry(
             domain=DOMAIN,
@@ -437,7 +397,7 @@ async def test_busy_location(
     The listing comes from the last probe then; a busy location is not a
     location that is down.
     """
-    data = await run(hass, make_backup)
+    data = await run(hass, backup_bytes)
     await agent.async_upload_backup(open_stream=stream_of(data), backup=agent_backup())
     runner = init_integration.runtime_data.coordinator.runner
     short_timeout(init_integration, monkeypatch)
@@ -483,7 +443,7 @@ async def test_hung_location(
     def hang() -> None:
         release.wait(10)
 
-    data = await run(hass, make_backup, "c0ffee01", "Hung", 2 * MiB)
+    data = await run(hass, backup_bytes, "c0ffee01", "Hung", 2 * MiB)
 
     async def hanging_stream() -> AsyncIterator[bytes]:
         yield data[:MiB]
@@ -517,7 +477,7 @@ async def test_read_error_during_download(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """An I/O error while sending is a BackupAgentError, not a raw OSError."""
-    data = await run(hass, make_backup)
+    data = await run(hass, backup_bytes)
     await agent.async_upload_backup(open_stream=stream_of(data), backup=agent_backup())
     stream = await agent.async_download_backup("c0ffee01")
 
@@ -611,7 +571,7 @@ async def test_duplicate_ids_are_no_backup(
     Which one would Home Assistant download and restore for that id? Neither:
     both are listed as invalid, with the reason, until one is removed.
     """
-    data = await run(hass, make_backup)
+    data = await run(hass, backup_bytes)
     await agent.async_upload_backup(open_stream=stream_of(data), backup=agent_backup())
     await run(hass, (location_dir / "copy.tar").write_bytes, data)
     assert await agent.async_list_backups() == []

@@ -8,7 +8,6 @@ config directory, and compare the result with the backup's content.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 import dataclasses
 import hashlib
@@ -46,15 +45,20 @@ from custom_components.backup_offload.const import (
     ISSUE_RESTORE_FAILED_OTHER,
 )
 from custom_components.backup_offload.engine import jobs
-from custom_components.backup_offload.engine.archive.create import create_backup
 from custom_components.backup_offload.engine.errors import LocationUnavailableError
 from custom_components.backup_offload.engine.restore.checks import (
     MARKER_NAME,
     STAGING_DIR,
 )
 
-from .common import call, in_executor, run
-from .engine.helpers import backup_json, build_archive, inner_offset, member
+from .common import call, in_executor, run, wait_until
+from .engine.helpers import (
+    backup_json,
+    build_archive,
+    inner_offset,
+    make_backup,
+    member,
+)
 from .mounts import tmpfs
 
 RESULT = backup_restore.RESTORE_BACKUP_RESULT_FILE
@@ -471,24 +475,14 @@ async def test_no_local_space(
     config = tmp_path / "small-config"
     big = tmp_path / "big"
 
-    def make_backup() -> str:
+    def big_backup() -> str:
         big.mkdir()
         (big / "configuration.yaml").write_text("homeassistant:\n")
         (big / "video.bin").write_bytes(os.urandom(3 << 20))
-        result = create_backup(
-            big,
-            location_dir,
-            name="Big",
-            password=None,
-            include_database=True,
-            excludes=[],
-            compress=False,
-            homeassistant_version="2025.1.0",
-            instance_id="other",
-        )
-        return result.info.backup_id
+        info, _ = make_backup(big, location_dir, name="Big", compress=False)
+        return info.backup_id
 
-    backup_id = await run(hass, make_backup)
+    backup_id = await run(hass, big_backup)
     async with in_executor(hass, tmpfs(config, size="2m")):
         await run(hass, write_files, config, {"configuration.yaml": "x:\n"})
         hass.config.config_dir = str(config)
@@ -518,13 +512,13 @@ async def test_startup_space_refused_with_the_numbers(
     startup uses it (the worker process has another one).
     """
 
-    def make_backup() -> str:
+    def big_backup() -> str:
         source = tmp_path / "source"
         write_files(source, {"configuration.yaml": "new: true\n"})
         (source / "video.bin").write_bytes(os.urandom(26 << 20))
-        return _small_backup(source, location_dir)
+        return make_backup(source, location_dir)[0].backup_id
 
-    backup_id = await run(hass, make_backup)
+    backup_id = await run(hass, big_backup)
     async with in_executor(hass, tmpfs(tmp_path / "disk", size="100m")) as disk:
         config, temp = disk / "config", disk / "tmp"
         await run(hass, write_files, config, {"configuration.yaml": "old: true\n"})
@@ -563,13 +557,13 @@ async def test_partial_restore_that_does_not_fit(
 ) -> None:
     """Files that expand beyond the free space are refused, nothing restored."""
 
-    def make_backup() -> None:
+    def plant() -> None:
         zeros = bytes(1 << 20)
         members = [member("data", kind=tarfile.DIRTYPE)]
         members += [member(f"data/big/{i}.bin", zeros) for i in range(100)]
         build_archive(location_dir / "zeros.tar", members)
 
-    await run(hass, make_backup)
+    await run(hass, plant)
     async with in_executor(hass, tmpfs(tmp_path / "config", size="64m")) as config:
         await run(hass, write_files, config, {"configuration.yaml": "old: true\n"})
         hass.config.config_dir = str(config)
@@ -591,27 +585,14 @@ async def test_partial_restore_that_does_not_fit(
         await hass.config_entries.async_unload(entry.entry_id)
 
 
-def _small_backup(config: Path, location: Path) -> str:
-    return create_backup(
-        config,
-        location,
-        name="Small",
-        password=None,
-        include_database=True,
-        excludes=[],
-        compress=True,
-        homeassistant_version="2025.1.0",
-        instance_id="other",
-    ).info.backup_id
-
-
 async def test_safety_backup_failure_aborts(
     hass: HomeAssistant, config: Path, tmp_path: Path, restart_calls: list[Any]
 ) -> None:
     """A location too full for the safety backup: the restore is cancelled."""
     nas = tmp_path / "nas"
     async with in_executor(hass, tmpfs(nas, size="8m")):
-        backup_id = await run(hass, _small_backup, config, nas)
+        info, _ = await run(hass, make_backup, config, nas)
+        backup_id = info.backup_id
         entry = await _add_location(hass, nas, "NAS", require_mount=True)
         before = await run(hass, tree, config)
         for paths in ({}, {"paths": ["automations.yaml"]}):
@@ -702,8 +683,7 @@ async def test_restore_is_exclusive(
     first = hass.async_create_task(
         _call(hass, loaded, backup_id=backup["backup_id"], safety_backup=False)
     )
-    while hass.states.get("sensor.nas_state").state != "restoring":  # noqa: ASYNC110
-        await asyncio.sleep(0)
+    await wait_until(lambda: hass.states.get("sensor.nas_state").state == "restoring")
     before = await run(hass, tree, config)
     for entry, service, data in (
         (other, "restore", {"backup_id": other_backup["backup_id"]}),
@@ -742,8 +722,7 @@ async def test_restore_refused_while_another_location_is_busy(
     gate = threading.Event()
     monkeypatch.setattr(jobs, "create", _hold(gate, jobs.create))
     creating = hass.async_create_task(_call(hass, other, "create"))
-    while hass.states.get("sensor.usb_state").state != "creating":  # noqa: ASYNC110
-        await asyncio.sleep(0)
+    await wait_until(lambda: hass.states.get("sensor.usb_state").state == "creating")
     with pytest.raises(HomeAssistantError) as err:
         await _call(hass, loaded, backup_id=backup["backup_id"])
     assert err.value.translation_key == "busy"

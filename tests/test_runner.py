@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 import threading
 
@@ -10,6 +11,11 @@ import pytest
 
 from custom_components.backup_offload.engine.errors import LocationUnavailableError
 from custom_components.backup_offload.runner import LocationRunner
+
+from .common import WAIT_LIMIT, wait_until
+
+# Short, so that the test of a hung probe is quick.
+PROBE_TIMEOUT = 0.2
 
 
 class Share:
@@ -36,7 +42,7 @@ class Share:
 async def test_hung_probe_reports_not_responding(hass: HomeAssistant) -> None:
     """The first call times out; later calls fail at once without a thread."""
     share = Share()
-    runner = LocationRunner(hass, "NAS", probe_timeout=0.2)
+    runner = LocationRunner(hass, "NAS", probe_timeout=PROBE_TIMEOUT)
     assert await runner.run(share.probe) == "ok"
 
     share.awake.clear()
@@ -53,27 +59,30 @@ async def test_hung_probe_reports_not_responding(hass: HomeAssistant) -> None:
     assert share.calls == 2
 
     share.awake.set()
+    await wait_until(lambda: not runner.stuck)
     await hass.async_block_till_done()
-    while runner.stuck:
-        await hass.async_add_executor_job(share.awake.wait)
-        await hass.async_block_till_done()
     assert await runner.run_checked(share.operation) == "done"
     assert not runner.running
 
 
 async def test_operation_only_its_probe_is_timed(hass: HomeAssistant) -> None:
     """Once its probe passed, an operation may take longer than the timeout."""
-    runner = LocationRunner(hass, "NAS", probe_timeout=0.2)
-    release = threading.Event()
+    runner = LocationRunner(hass, "NAS", probe_timeout=PROBE_TIMEOUT)
+    probed, release = threading.Event(), threading.Event()
 
     def slow(checked: Callable[[], None]) -> str:
         checked()
-        release.wait(timeout=0.6)
+        probed.set()
+        release.wait(timeout=WAIT_LIMIT)
         return "slow but fine"
 
     task = hass.async_create_task(runner.run_checked(slow))
-    await hass.async_add_executor_job(release.wait, 0.5)
+    assert await hass.async_add_executor_job(probed.wait, WAIT_LIMIT)
+    # Several probe timeouts later the operation still runs, not timed out.
+    await asyncio.sleep(3 * PROBE_TIMEOUT)
     assert runner.running
+    assert not runner.stuck
+    assert not task.done()
     release.set()
     assert await task == "slow but fine"
 

@@ -46,12 +46,19 @@ def auto_enable_custom_integrations() -> None:
 
 
 if WITHOUT_HOME_ASSISTANT:
-    # tests/conftest.py (not loaded without Home Assistant) provides this one.
+    # tests/conftest.py (not loaded without Home Assistant) provides these.
 
     @pytest.fixture
     def config_dir(tmp_path: Path) -> Path:
         """Return a fresh Home Assistant config directory."""
         path = tmp_path / "config"
+        path.mkdir()
+        return path
+
+    @pytest.fixture
+    def location_dir(tmp_path: Path) -> Path:
+        """Return a plain directory to use as a location (no mount required)."""
+        path = tmp_path / "location"
         path.mkdir()
         return path
 

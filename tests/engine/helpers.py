@@ -1,4 +1,11 @@
-"""Helpers of the engine tests: config trees, archives built by hand."""
+"""Helpers of the tests: config trees, and the one factory of test archives.
+
+Archives come from here, made two ways: ``create``/``make_backup`` run the
+engine's ``create_backup`` with test defaults (a real backup of a config
+directory), and ``build_archive``/``raw_archive``/``backup_bytes`` write
+archives by hand (any members, hostile ones included). Nothing here needs
+Home Assistant: the engine tests run without it.
+"""
 
 from __future__ import annotations
 
@@ -10,8 +17,14 @@ import os
 from pathlib import Path
 import sqlite3
 import tarfile
+from typing import Any
 
 from custom_components.backup_offload.engine.archive import securetar_compat
+from custom_components.backup_offload.engine.archive.create import (
+    CreateResult,
+    create_backup,
+)
+from custom_components.backup_offload.engine.metadata import BackupInfo
 
 PASSWORD = "correct horse battery staple"
 
@@ -136,6 +149,46 @@ def backup_json(**changes: object) -> dict:
     return data
 
 
+# --- real backups, made by the engine ------------------------------------------
+
+# An older release than any the integration supports: a restore never refuses
+# these backups as made by a newer Home Assistant.
+HA_VERSION = "2025.1.0"
+
+
+def backup_options(**overrides: Any) -> dict[str, Any]:
+    """Return ``create_backup``'s keyword arguments: test defaults, ``overrides``.
+
+    For a call made elsewhere, e.g. ``worker.run(create_backup, ...)``.
+    """
+    return {
+        "name": "My backup",
+        "password": None,
+        "include_database": True,
+        "excludes": [],
+        "compress": True,
+        "homeassistant_version": HA_VERSION,
+        "instance_id": "instance-1",
+        **overrides,
+    }
+
+
+def create(config: Path, location: Path, **overrides: Any) -> CreateResult:
+    """Back up ``config`` into ``location`` (``backup_options``); return the result."""
+    return create_backup(config, location, **backup_options(**overrides))
+
+
+def make_backup(
+    config: Path, location: Path, **overrides: Any
+) -> tuple[BackupInfo, Path]:
+    """Back up ``config`` into ``location``; return its info and its path."""
+    info = create(config, location, **overrides).info
+    return info, location / info.file
+
+
+# --- archives built by hand -----------------------------------------------------
+
+
 def member(
     name: str,
     data: bytes = b"",
@@ -185,8 +238,8 @@ def build_archive(
 Member = tuple[tarfile.TarInfo, bytes | None]
 
 
-def inner_tar(members: list[Member], *, compress: bool = True) -> bytes:
-    """Return an unencrypted inner archive with exactly these members."""
+def tar_bytes(members: list[Member], *, compress: bool = False) -> bytes:
+    """Return a PAX tar (gzip'ed if ``compress``) with exactly these members."""
     buffer = io.BytesIO()
     with tarfile.open(
         fileobj=buffer, mode="w:gz" if compress else "w:", format=tarfile.PAX_FORMAT
@@ -194,6 +247,35 @@ def inner_tar(members: list[Member], *, compress: bool = True) -> bytes:
         for header, data in members:
             tar.addfile(header, io.BytesIO(data) if data is not None else None)
     return buffer.getvalue()
+
+
+def inner_tar(members: list[Member], *, compress: bool = True) -> bytes:
+    """Return an unencrypted inner archive with exactly these members."""
+    return tar_bytes(members, compress=compress)
+
+
+def backup_bytes(
+    backup_id: str = "c0ffee01", name: str = "Uploaded", payload: int = 0
+) -> bytes:
+    """Return a small valid backup, as an upload brings it (not ours, unencrypted).
+
+    Its inner archive holds ``payload`` random bytes; it is named
+    ``<name>_2026-01-02_03.04_<backup_id>.tar`` on a location.
+    """
+    metadata = backup_json(
+        slug=backup_id,
+        name=name,
+        date="2026-01-02T03:04:05+01:00",
+        compressed=False,
+        extra={"instance_id": "someone", "with_automatic_settings": False},
+    )
+    inner = tar_bytes([member("data/blob.bin", os.urandom(payload))])
+    return tar_bytes(
+        [
+            member("./backup.json", json.dumps(metadata).encode()),
+            member("./homeassistant.tar", inner),
+        ]
+    )
 
 
 def raw_archive(path: Path, members: list[Member]) -> Path:

@@ -24,7 +24,6 @@ from custom_components.backup_offload.engine.archive import (
     contents as snapshot,
     create as archive,
 )
-from custom_components.backup_offload.engine.archive.create import create_backup
 from custom_components.backup_offload.engine.archive.extract import extract_backup
 from custom_components.backup_offload.engine.archive.read import verify_backup
 from custom_components.backup_offload.engine.archive.securetar_compat import (
@@ -42,6 +41,7 @@ from tests import mounts
 
 from .helpers import (
     PASSWORD,
+    create,
     digest,
     expected_tree,
     make_database,
@@ -51,20 +51,6 @@ from .helpers import (
 )
 
 DATE = datetime(2026, 11, 28, 0, 41, 7, tzinfo=UTC)
-
-
-def create(config: Path, location: Path, **options: object) -> archive.CreateResult:
-    """Create a backup with test defaults for every option not given."""
-    defaults: dict[str, object] = {
-        "name": "My backup",
-        "password": None,
-        "include_database": True,
-        "excludes": [],
-        "compress": True,
-        "homeassistant_version": "2025.4.4",
-        "instance_id": "instance-1",
-    }
-    return create_backup(config, location, **{**defaults, **options})  # type: ignore[arg-type]
 
 
 def test_round_trip(
@@ -120,6 +106,7 @@ def test_backup_json(config: Path, location: Path) -> None:
         password=PASSWORD,
         include_database=False,
         excludes=["www/", "*.bak"],
+        homeassistant_version="2025.4.4",
         backup_id="0123abcd",
         date=DATE,
         extra={"with_automatic_settings": False, "instance_id": "overridden"},
@@ -597,7 +584,10 @@ def test_database_snapshot_while_written(
     thread = threading.Thread(target=_writer, args=(database, stop, counter))
     thread.start()
     try:
+        deadline = time.monotonic() + 30
         while counter[0] < 50:
+            assert thread.is_alive(), "the database writer stopped"
+            assert time.monotonic() < deadline, "the database writer is stuck"
             time.sleep(0.01)
         assert (config / "home-assistant_v2.db-wal").exists()
         result = create(config, location)

@@ -10,7 +10,6 @@ import tarfile
 import pytest
 
 from custom_components.backup_offload.engine.archive import extract
-from custom_components.backup_offload.engine.archive.create import create_backup
 from custom_components.backup_offload.engine.archive.extract import extract_backup
 from custom_components.backup_offload.engine.archive.read import verify_backup
 from custom_components.backup_offload.engine.errors import (
@@ -20,7 +19,7 @@ from custom_components.backup_offload.engine.errors import (
 )
 from tests import mounts
 
-from .helpers import PASSWORD, build_archive, digest, member
+from .helpers import PASSWORD, build_archive, create, digest, member
 
 DIR = tarfile.DIRTYPE
 SYM = tarfile.SYMTYPE
@@ -152,17 +151,7 @@ def test_members_outside_data_are_not_extracted(tmp_path: Path) -> None:
 
 def test_select(config: Path, location: Path, tmp_path: Path) -> None:
     """``select`` picks members by path relative to the config dir."""
-    result = create_backup(
-        config,
-        location,
-        name="Select",
-        password=PASSWORD,
-        include_database=True,
-        excludes=[],
-        compress=True,
-        homeassistant_version="2025.4.4",
-        instance_id="i",
-    )
+    result = create(config, location, name="Select", password=PASSWORD)
     target = tmp_path / "target"
     chosen = {"configuration.yaml", ".storage/auth", "blueprints/a-hardlink.yaml"}
     extracted = extract_backup(

@@ -23,7 +23,6 @@ from custom_components.backup_offload.engine.archive import (
     extract,
     read as archive_read,
 )
-from custom_components.backup_offload.engine.archive.create import create_backup
 from custom_components.backup_offload.engine.archive.excludes import (
     HA_EXCLUDES,
     build_matcher,
@@ -47,22 +46,15 @@ from custom_components.backup_offload.engine.errors import (
 )
 from tests.mounts import skip_or_fail
 
-from .helpers import backup_json, build_archive, flip_bit, inner_offset, member, write
-
-
-def options(**changes: Any) -> dict[str, Any]:
-    """Return create_backup's options with test defaults."""
-    return {
-        "name": "Unit",
-        "password": None,
-        "include_database": True,
-        "excludes": [],
-        "compress": True,
-        "homeassistant_version": "2025.4.4",
-        "instance_id": "i",
-        **changes,
-    }
-
+from .helpers import (
+    backup_json,
+    build_archive,
+    create,
+    flip_bit,
+    inner_offset,
+    member,
+    write,
+)
 
 # --- excludes -----------------------------------------------------------------
 
@@ -238,7 +230,7 @@ def test_minimal_config_dir(tmp_path: Path, location: Path) -> None:
     config = tmp_path / "minimal"
     write(config / "configuration.yaml", "")
     seen: list[float] = []
-    result = create_backup(config, location, **options(progress=seen.append))
+    result = create(config, location, progress=seen.append)
     assert seen == [1.0]
     out = tmp_path / "out"
     assert extract_backup(location / result.info.file, out, None) == [
@@ -256,14 +248,14 @@ def test_backup_without_configuration_refused(
     if excludes:
         write(config / "configuration.yaml", "")
     with pytest.raises(IncompleteBackupError, match=r"configuration\.yaml"):
-        create_backup(config, location, **options(excludes=excludes))
+        create(config, location, excludes=excludes)
     assert list(location.iterdir()) == []
 
 
 def test_missing_location(config: Path, tmp_path: Path) -> None:
     """A location that vanished: WriteFailedError naming ENOENT."""
     with pytest.raises(WriteFailedError, match="ENOENT"):
-        create_backup(config, tmp_path / "gone", **options())
+        create(config, tmp_path / "gone")
 
 
 def test_callback_error_propagates_and_cleans_up(config: Path, location: Path) -> None:
@@ -273,7 +265,7 @@ def test_callback_error_propagates_and_cleans_up(config: Path, location: Path) -
         raise RuntimeError("callback broke")
 
     with pytest.raises(RuntimeError, match="callback broke"):
-        create_backup(config, location, **options(progress=progress))
+        create(config, location, progress=progress)
     assert list(location.iterdir()) == []
 
 
@@ -292,7 +284,7 @@ def test_final_name_taken_meanwhile(
     monkeypatch.setattr(snapshot, "plan", plan)
     monkeypatch.setattr(archive, "file_name", lambda *args: "x.tar")
     with pytest.raises(WriteFailedError, match="already exists"):
-        create_backup(config, location, **options())
+        create(config, location)
     assert sorted(p.name for p in location.iterdir()) == ["x.tar"]
 
 
@@ -309,7 +301,7 @@ def test_directory_fsync_failure_removes_the_backup(
 
     monkeypatch.setattr(archive.os, "fsync", fsync)
     with pytest.raises(WriteFailedError, match="EIO"):
-        create_backup(config, location, **options())
+        create(config, location)
     assert list(location.iterdir()) == []
 
 
@@ -324,7 +316,7 @@ def test_device_node_is_skipped(config: Path, location: Path) -> None:
         os.mknod(config / "null", stat.S_IFCHR | 0o600, os.makedev(1, 3))
     except PermissionError:
         skip_or_fail("mknod is not permitted here (no CAP_MKNOD)")
-    result = create_backup(config, location, **options())
+    result = create(config, location)
     assert result.reasons == {"null": "device node: skipped"}
 
 

@@ -20,7 +20,6 @@ from custom_components.backup_offload.engine.archive import (
     read as archive_read,
     securetar_compat,
 )
-from custom_components.backup_offload.engine.archive.create import create_backup
 from custom_components.backup_offload.engine.archive.extract import extract_backup
 from custom_components.backup_offload.engine.archive.read import verify_backup
 from custom_components.backup_offload.engine.archive.securetar_compat import (
@@ -43,6 +42,7 @@ from .helpers import (
     digest,
     flip_bit,
     inner_offset,
+    make_backup,
     member,
     truncate,
     write,
@@ -53,24 +53,6 @@ from .helpers import (
 def small_config(make_config: Callable[..., Path]) -> Path:
     """A realistic config directory with small files (fast tests)."""
     return make_config(big=64 * 1024)
-
-
-def make_backup(
-    config: Path, location: Path, password: str | None, compress: bool
-) -> Path:
-    """Create a backup; return its path."""
-    result = create_backup(
-        config,
-        location,
-        name="Bad input",
-        password=password,
-        include_database=True,
-        excludes=[],
-        compress=compress,
-        homeassistant_version="2025.4.4",
-        instance_id="i",
-    )
-    return location / result.info.file
 
 
 def assert_refused(
@@ -93,7 +75,7 @@ def assert_refused(
 def test_verify_counts(small_config: Path, location: Path, kind: tuple) -> None:
     """Verify reads every member and checks the sidecar."""
     password, compress = kind
-    path = make_backup(small_config, location, password, compress)
+    _, path = make_backup(small_config, location, password=password, compress=compress)
     result = verify_backup(path, password)
     assert result.checksum is True
     assert result.members >= 25
@@ -106,7 +88,7 @@ def test_password_on_unencrypted_backup_is_ignored(
     small_config: Path, location: Path
 ) -> None:
     """An unencrypted backup opens whatever password is given."""
-    path = make_backup(small_config, location, None, True)
+    _, path = make_backup(small_config, location)
     assert verify_backup(path, "anything").checksum is True
 
 
@@ -120,7 +102,7 @@ def test_wrong_or_missing_password(
     given: str | None,
 ) -> None:
     """Wrong and missing passwords are WrongPasswordError, not damage."""
-    path = make_backup(small_config, location, PASSWORD, compress)
+    _, path = make_backup(small_config, location, password=PASSWORD, compress=compress)
     assert_refused(path, given, WrongPasswordError, tmp_path)
     (location / (path.name + ".sha256")).unlink()
     assert_refused(path, given, WrongPasswordError, tmp_path)
@@ -184,7 +166,7 @@ def test_damaged_archive(
 ) -> None:
     """Truncations and bit flips are CorruptBackupError (sidecar present)."""
     password, compress = kind
-    path = make_backup(small_config, location, password, compress)
+    _, path = make_backup(small_config, location, password=password, compress=compress)
     DAMAGE[damage](path)
     assert_refused(path, password, CorruptBackupError, tmp_path)
 
@@ -206,7 +188,7 @@ def test_damage_found_without_sidecar(
     damage: str,
 ) -> None:
     """Without the sidecar, gzip's CRC (and the tar structure) catch damage."""
-    path = make_backup(small_config, location, password, True)
+    _, path = make_backup(small_config, location, password=password)
     (location / (path.name + ".sha256")).unlink()
     DAMAGE[damage](path)
     assert_refused(path, password, CorruptBackupError, tmp_path)
@@ -216,7 +198,7 @@ def test_sidecar_mismatch_and_malformed(
     small_config: Path, location: Path, tmp_path: Path
 ) -> None:
     """A wrong or unreadable sidecar is reported as damage."""
-    path = make_backup(small_config, location, None, True)
+    _, path = make_backup(small_config, location)
     sidecar = location / (path.name + ".sha256")
     sidecar.write_text(f"{'0' * 64}  {path.name}\n")
     assert_refused(path, None, CorruptBackupError, tmp_path)
@@ -229,7 +211,7 @@ def test_wrong_password_on_damaged_start_is_damage(
     small_config: Path, location: Path, tmp_path: Path
 ) -> None:
     """The sidecar tells a damaged start from a wrong password."""
-    path = make_backup(small_config, location, PASSWORD, True)
+    _, path = make_backup(small_config, location, password=PASSWORD)
     _flip_in_inner_start(path)
     assert_refused(path, PASSWORD, CorruptBackupError, tmp_path)
 
@@ -333,7 +315,7 @@ def test_newer_securetar_format(
     small_config: Path, location: Path, tmp_path: Path
 ) -> None:
     """A header version the installed securetar cannot read is unsupported."""
-    path = make_backup(small_config, location, PASSWORD, True)
+    _, path = make_backup(small_config, location, password=PASSWORD)
     offset, _ = inner_offset(path)
     data = bytearray(path.read_bytes())
     assert data[offset : offset + 9] == b"SecureTar"
@@ -353,7 +335,7 @@ def test_version_2_archive(
 ) -> None:
     """Archives of securetar 2025.x (format v2) are read by every securetar."""
     monkeypatch.setattr(securetar_compat, "WRITE_VERSION", 2)
-    path = make_backup(small_config, location, PASSWORD, True)
+    _, path = make_backup(small_config, location, password=PASSWORD)
     offset, _ = inner_offset(path)
     assert path.read_bytes()[offset : offset + 10] == b"SecureTar\x02"
     assert verify_backup(path, PASSWORD).checksum is True
@@ -373,7 +355,7 @@ def test_magicless_version_1_archive(
     v1 and v2 share the cipher; v2 only adds 32 bytes in front of the IV.
     """
     monkeypatch.setattr(securetar_compat, "WRITE_VERSION", 2)
-    path = make_backup(small_config, location, PASSWORD, True)
+    _, path = make_backup(small_config, location, password=PASSWORD)
     with tarfile.open(path, "r:") as outer:
         members = [(m, outer.extractfile(m).read()) for m in outer]  # type: ignore[union-attr]
     v1 = tmp_path / "v1.tar"
@@ -408,7 +390,7 @@ def test_io_error_while_reading(
 
     It comes after some data was read (and hashed): no thread is left.
     """
-    path = make_backup(small_config, location, None, True)
+    _, path = make_backup(small_config, location)
     real_open = archive_read.open_regular
 
     class Failing(io.FileIO):
@@ -432,7 +414,7 @@ def test_sidecar_io_error(
     small_config: Path, location: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """An I/O error reading the sidecar is LocationUnavailableError."""
-    path = make_backup(small_config, location, None, True)
+    _, path = make_backup(small_config, location)
     real_open = archive_read.open_regular
 
     def opener(name: Path, **kwargs: Any) -> object:

@@ -17,7 +17,6 @@ from typing import Any
 
 import pytest
 
-from custom_components.backup_offload.engine.archive.create import create_backup
 from custom_components.backup_offload.engine.archive.excludes import (
     HA_DATABASE_EXCLUDES,
     HA_EXCLUDES,
@@ -26,7 +25,7 @@ from custom_components.backup_offload.engine.archive.extract import extract_back
 from custom_components.backup_offload.engine.archive.read import verify_backup
 from custom_components.backup_offload.engine.listing import BackupScanner
 
-from .helpers import PASSWORD, digest, is_default_excluded
+from .helpers import PASSWORD, digest, is_default_excluded, make_backup
 
 pytest.importorskip("homeassistant", reason="interoperability needs Home Assistant")
 
@@ -75,28 +74,18 @@ def test_exclude_lists_match_home_assistant() -> None:
     assert tuple(backup_const.EXCLUDE_DATABASE_FROM_BACKUP) == HA_DATABASE_EXCLUDES
 
 
-def create(config: Path, location: Path, password: str | None, compress: bool) -> Path:
-    """Create a backup of ``config`` as the integration would."""
-    result = create_backup(
-        config,
-        location,
-        name="Interop",
-        password=password,
-        include_database=True,
-        excludes=[],
-        compress=compress,
-        homeassistant_version=HA_VERSION,
-        instance_id="instance-1",
-    )
-    return location / result.info.file
-
-
 def test_home_assistant_reads_ours(
     config: Path, location: Path, kind: tuple[str | None, bool]
 ) -> None:
     """Home Assistant's read_backup and validate_password accept our archives."""
     password, compress = kind
-    path = create(config, location, password, compress)
+    _, path = make_backup(
+        config,
+        location,
+        password=password,
+        compress=compress,
+        homeassistant_version=HA_VERSION,
+    )
     backup = read_backup(path)
     ours = BackupScanner().scan(location).backups[0]
     assert backup.backup_id == ours.backup_id
@@ -142,7 +131,13 @@ def test_home_assistant_restores_ours(
     file of the source (minus the excludes) comes back.
     """
     password, compress = kind
-    path = create(config, location, password, compress)
+    _, path = make_backup(
+        config,
+        location,
+        password=password,
+        compress=compress,
+        homeassistant_version=HA_VERSION,
+    )
     restored = tmp_path / "restored"
     restore_with_home_assistant(path, password, restored)
     own = tmp_path / "own.tar"

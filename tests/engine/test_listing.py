@@ -14,7 +14,6 @@ from typing import Any
 import pytest
 
 from custom_components.backup_offload.engine import listing, metadata
-from custom_components.backup_offload.engine.archive.create import create_backup
 from custom_components.backup_offload.engine.errors import (
     BackupNotFoundError,
     CorruptBackupError,
@@ -28,7 +27,7 @@ from custom_components.backup_offload.engine.metadata import (
     read_backup_info,
 )
 
-from .helpers import backup_json, build_archive, member, truncate, write
+from .helpers import backup_json, build_archive, create, member, truncate, write
 
 SAFE = [member("data", kind=tarfile.DIRTYPE), member("data/a.yaml", b"a: 1\n")]
 
@@ -74,17 +73,7 @@ def test_reads_only_the_start(
 ) -> None:
     """Metadata of a large archive costs a few small reads, not the file."""
     config = make_config(big=8 << 20)
-    result = create_backup(
-        config,
-        location,
-        name="Big",
-        password=None,
-        include_database=True,
-        excludes=[],
-        compress=False,
-        homeassistant_version="2025.4.4",
-        instance_id="i",
-    )
+    result = create(config, location, name="Big", compress=False)
     path = location / result.info.file
     assert path.stat().st_size > 8 << 20
     read = 0

@@ -25,7 +25,6 @@ import pytest
 
 from custom_components.backup_offload.engine import gil, listing
 from custom_components.backup_offload.engine.archive import compression, extract
-from custom_components.backup_offload.engine.archive.create import create_backup
 from custom_components.backup_offload.engine.archive.excludes import (
     HA_EXCLUDES,
     build_matcher,
@@ -40,7 +39,7 @@ from custom_components.backup_offload.engine.errors import (
 )
 from custom_components.backup_offload.engine.listing import BackupScanner
 
-from .helpers import PASSWORD, build_archive, member, tree
+from .helpers import PASSWORD, build_archive, create, member, tree
 
 BACKENDS = [compression._load_backend("zlib")]
 if compression._load_backend(None).name != "zlib":
@@ -203,17 +202,7 @@ def test_backend_choice(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_archives_readable_by_tar(config: Path, location: Path, tmp_path: Path) -> None:
     """The inner archive is standard gzip: tar -xzf and Python's tarfile read it."""
-    result = create_backup(
-        config,
-        location,
-        name="Interop",
-        password=None,
-        include_database=True,
-        excludes=[],
-        compress=True,
-        homeassistant_version="2025.4.4",
-        instance_id="i",
-    )
+    result = create(config, location, name="Interop")
     with tarfile.open(location / result.info.file) as outer:
         inner = outer.extractfile("homeassistant.tar.gz")
         assert inner is not None
@@ -299,16 +288,12 @@ def test_slow_listing_goes_parallel(
 ) -> None:
     """Past the first slow operation, the rest runs on threads: same result."""
     for index in range(6):
-        create_backup(
+        create(
             config,
             location,
             name=f"B{index}",
-            password=None,
             include_database=False,
-            excludes=[],
             compress=False,
-            homeassistant_version="2025.4.4",
-            instance_id="i",
             backup_id=f"id{index}",
         )
     expected = BackupScanner().scan(location)

@@ -23,7 +23,6 @@ from typing import Any
 import pytest
 
 from custom_components.backup_offload.engine import fileops
-from custom_components.backup_offload.engine.archive.create import create_backup
 from custom_components.backup_offload.engine.errors import (
     BackupNotFoundError,
     CorruptBackupError,
@@ -57,7 +56,14 @@ from custom_components.backup_offload.engine.restore.checks import (
     StagingSpaceError,
 )
 
-from .helpers import PASSWORD, backup_json, build_archive, member, write
+from .helpers import (
+    PASSWORD,
+    backup_json,
+    build_archive,
+    make_backup,
+    member,
+    write,
+)
 
 HAS_HOME_ASSISTANT = importlib.util.find_spec("homeassistant") is not None
 
@@ -65,24 +71,6 @@ HAS_HOME_ASSISTANT = importlib.util.find_spec("homeassistant") is not None
 def never_newer(version: str) -> bool:
     """Accept every Home Assistant version."""
     return False
-
-
-def make_backup(
-    config: Path, location: Path, password: str | None = None, compress: bool = True
-) -> tuple[BackupInfo, Path]:
-    """Back up ``config`` into ``location``; return its info and path."""
-    info = create_backup(
-        config,
-        location,
-        name="Engine",
-        password=password,
-        include_database=True,
-        excludes=[],
-        compress=compress,
-        homeassistant_version="2025.1.0",
-        instance_id="instance-1",
-    ).info
-    return info, location / info.file
 
 
 def crafted(
@@ -123,7 +111,7 @@ def test_stage(
 ) -> None:
     """The staged copy is verified and complete; only it was added."""
     password, compress = kind
-    info, path = make_backup(config, location, password, compress)
+    info, path = make_backup(config, location, password=password, compress=compress)
     staged = restore_full.stage(
         path, info, password, config_dir=target, is_newer=never_newer
     )
@@ -145,7 +133,7 @@ def test_home_assistant_restores_the_staged_copy(
     from homeassistant.backup_restore import restore_backup
 
     password, compress = kind
-    info, path = make_backup(config, location, password, compress)
+    info, path = make_backup(config, location, password=password, compress=compress)
     staged = restore_full.stage(
         path, info, password, config_dir=target, is_newer=never_newer
     )
@@ -360,7 +348,7 @@ def test_check_start(location: Path) -> None:
 
 def test_check_start_password(config: Path, location: Path) -> None:
     """A wrong or missing password is found at the start of the archive."""
-    info, path = make_backup(config, location, PASSWORD)
+    info, path = make_backup(config, location, password=PASSWORD)
     restore.check_start(path, info, PASSWORD)
     for password in (None, "wrong"):
         with pytest.raises(WrongPasswordError):

@@ -29,7 +29,6 @@ from typing import Any
 
 import pytest
 
-from custom_components.backup_offload.engine.archive.create import create_backup
 from custom_components.backup_offload.engine.archive.read import verify_backup
 from custom_components.backup_offload.engine.errors import (
     BackupNotFoundError,
@@ -57,7 +56,7 @@ from custom_components.backup_offload.engine.restore.checks import (
 )
 from tests import mounts
 
-from .helpers import backup_json, build_archive, member, tree, write
+from .helpers import backup_json, build_archive, make_backup, member, tree, write
 
 HAS_HOME_ASSISTANT = importlib.util.find_spec("homeassistant") is not None
 needs_home_assistant = pytest.mark.skipif(
@@ -90,21 +89,6 @@ def make_source(root: Path, *, video: int = 0, small: int = 0) -> Path:
     for index in range(small):
         write(root / f"many/d{index // 100}/f{index}.txt", f"{index:0100d}")
     return root
-
-
-def backup(source: Path, location: Path) -> tuple[BackupInfo, Path]:
-    info = create_backup(
-        source,
-        location,
-        name="New",
-        password=None,
-        include_database=True,
-        excludes=[],
-        compress=True,
-        homeassistant_version="2025.1.0",
-        instance_id="instance-1",
-    ).info
-    return info, location / info.file
 
 
 @pytest.fixture
@@ -186,7 +170,7 @@ def test_refused_where_the_restore_would_empty_the_config_and_fill_the_disk(
     unpacked (26 MiB each) and then another 26 MiB for the copy into the
     configuration, after it emptied it.
     """
-    info, path = backup(make_source(tmp_path / "new", video=26 * MIB), location)
+    info, path = make_backup(make_source(tmp_path / "new", video=26 * MIB), location)
     config, temp = disk("100m")
     before = tree(config)
     with pytest.raises(StartupSpaceError) as err:
@@ -246,7 +230,7 @@ def test_a_restore_that_fits_restores_the_whole_backup(
 ) -> None:
     """Let through on the same disk: Home Assistant restores all of it."""
     source = make_source(tmp_path / "new", video=12 * MIB, small=300)
-    info, path = backup(source, location)
+    info, path = make_backup(source, location)
     config, temp = disk("100m")
     staged = stage(path, info, config, temp)
     assert run_home_assistant_restore(config, temp, staged.path, monkeypatch)
@@ -260,7 +244,7 @@ def test_small_files_are_counted_in_blocks(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """6,000 files of 100 bytes take 23 MiB each time they are written."""
-    info, path = backup(make_source(tmp_path / "new", small=6000), location)
+    info, path = make_backup(make_source(tmp_path / "new", small=6000), location)
     config, temp = disk("40m")
     old_need = info.size + verify_backup(path, None).bytes + SPACE_MARGIN_BYTES
     assert free(config) - info.size > old_need
@@ -284,7 +268,7 @@ def test_files_are_counted_where_the_file_system_limits_them(
     write(source / "configuration.yaml", "new: true\n")
     for index in range(1200):
         write(source / f"empty/{index}", "")
-    info, path = backup(source, location)
+    info, path = make_backup(source, location)
     config, temp = disk("64m", "nr_inodes=2000")
     before = tree(config)
     with pytest.raises(StartupInodesError) as err:
@@ -302,7 +286,7 @@ def test_what_emptying_the_config_frees_is_taken_off(
     A file that a hard link in ``backups/`` keeps is not freed, nor is the
     database when it is kept.
     """
-    info, path = backup(make_source(tmp_path / "new", video=20 * MIB), location)
+    info, path = make_backup(make_source(tmp_path / "new", video=20 * MIB), location)
     config, temp = disk("100m")
     write(config / "www/old_video.bin", os.urandom(20 * MIB))
     # Fits: the old video goes before the new one is copied in.
@@ -382,7 +366,7 @@ def test_config_home_assistant_cannot_empty_is_refused(
     elsewhere = tmp_path / "elsewhere"
     write(elsewhere / "photo.jpg", "photo")
     (target / "media").symlink_to(elsewhere)
-    info, path = backup(config, location)
+    info, path = make_backup(config, location)
     before = tree(target)
     for run in (stage_it, preview_it):
         with pytest.raises(ConfigNotClearableError) as err:
@@ -452,7 +436,7 @@ def test_stage_when_this_machine_cannot_be_read(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """statvfs, the configuration directory or the staged copy fail: refused."""
-    info, path = backup(config, location)
+    info, path = make_backup(config, location)
 
     def broken(*args: Any, **kwargs: Any) -> Any:
         raise OSError(errno.EIO, "I/O error")

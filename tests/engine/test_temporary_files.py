@@ -46,6 +46,8 @@ from custom_components.backup_offload.engine.metadata import TEMP_PREFIX
 from tests import mounts
 from tests.locks import locked_by_another_process
 
+from .helpers import backup_options
+
 HOUR = 3600.0
 STALE = 120.0
 # Waits that end at once when things work; generous for a loaded machine.
@@ -308,15 +310,8 @@ def _held_create(
             create_backup,
             config,
             location,
-            name="held",
-            password=None,
-            include_database=True,
-            excludes=[],
-            compress=True,
-            homeassistant_version="2025.4.4",
-            instance_id="this-instance",
             database_lock=recorder_paused,
-            backup_id="0123abcd",
+            **backup_options(name="held", backup_id="0123abcd"),
         )
 
     return backup, entered, gate

@@ -32,7 +32,7 @@ from custom_components.backup_offload.engine.archive.read import verify_backup
 from custom_components.backup_offload.engine.restore.checks import NewerThan
 
 from . import worker_targets as targets
-from .helpers import children, running
+from .helpers import backup_options, children, running
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -51,14 +51,8 @@ def test_engine_call(config: Path, location: Path) -> None:
         create_backup,
         config,
         location,
-        name="in a worker",
-        password="secret",
-        include_database=True,
-        excludes=[],
-        compress=True,
-        homeassistant_version="2025.4.4",
-        instance_id="test",
         progress=progress.append,
+        **backup_options(name="in a worker", password="secret"),
     )
     assert progress == sorted(progress)
     assert progress[-1] == 1.0

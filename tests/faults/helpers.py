@@ -171,7 +171,7 @@ class LoopLag:
     linecache) for each callback and task scheduled. Measured on the loop
     thread (CPU time of one ``list`` or ``verify`` call, median of 5): 4-7 ms
     with it, 1-2.5 ms without; under coverage 11-13 ms against 2-4.5 ms -
-    the harness's cost, which the 10 ms target would count as ours.
+    the harness's cost, which a loop-lag figure would count as ours.
     """
 
     def __init__(self, interval: float = 0.005) -> None:

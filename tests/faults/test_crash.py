@@ -1,6 +1,6 @@
 """Home Assistant killed (SIGKILL) in the middle of writing a backup.
 
-A real Home Assistant process (tests/test_e2e.py's `instance`) writes a
+A real Home Assistant process (the `instance` fixture) writes a
 backup to a share through the `create` action and is killed while the
 archive is half written.
 
@@ -30,12 +30,7 @@ from custom_components.backup_offload.const import STALE_TEMP_AGE
 from custom_components.backup_offload.engine.metadata import TEMP_PREFIX
 from tests.common import run
 from tests.engine.helpers import children, running
-from tests.test_e2e import (  # noqa: F401 - `instance` is a fixture
-    Instance,
-    _call,
-    _onboard,
-    instance,
-)
+from tests.live_hass import Instance, call_action, onboard
 
 from .conftest import Share
 from .helpers import backups_on_disk, call, setup_location, state, write_random
@@ -84,10 +79,10 @@ def _kill_during_create(
     ``with_worker``: its worker process is killed at the same moment.
     Returns the good backup's metadata (blocking).
     """
-    _onboard(hass)
+    onboard(hass)
     entry_id = _add_location(hass, location)
     config = location.parent / "config"
-    good = _call(hass, "create", config_entry_id=entry_id, name="good")["backup"]
+    good = call_action(hass, "create", config_entry_id=entry_id, name="good")["backup"]
     # Incompressible data, so the next backup takes a while to write.
     write_random(config / "media.bin", 48 << 20)
 
@@ -95,7 +90,7 @@ def _kill_during_create(
 
     def create() -> None:
         try:
-            _call(hass, "create", config_entry_id=entry_id, name="killed")
+            call_action(hass, "create", config_entry_id=entry_id, name="killed")
         except BaseException as err:  # the connection dies with the process
             outcome.append(err)
 
@@ -135,7 +130,7 @@ def _age(path: Path, seconds: float) -> None:
 async def test_killed_during_create(
     hass: HomeAssistant,
     share: Share,
-    instance: Instance,  # noqa: F811 - the fixture imported above
+    instance: Instance,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """The partial file is no backup, stays while fresh, goes once stale."""
@@ -190,7 +185,7 @@ async def test_killed_during_create(
 async def test_killed_alone(
     hass: HomeAssistant,
     share: Share,
-    instance: Instance,  # noqa: F811 - the fixture imported above
+    instance: Instance,
 ) -> None:
     """Home Assistant killed, its worker not: the worker leaves nothing behind."""
     good = await run(

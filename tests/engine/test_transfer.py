@@ -1,4 +1,4 @@
-"""The agent's file work (synchronous core), without Home Assistant."""
+"""The backup agent's streams (``engine/transfer.py``): upload and download."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ from custom_components.backup_offload.engine.errors import (
 from custom_components.backup_offload.engine.jobs import Location
 from custom_components.backup_offload.engine.listing import BackupScanner
 
-from .test_backup_agent_methods import make_backup
+from .helpers import backup_bytes
 
 FINAL = "Uploaded_2026-01-02_03.04_c0ffee01.tar"
 CHUNK = agent_files.CHUNK
@@ -32,7 +32,7 @@ CHUNK = agent_files.CHUNK
 
 @pytest.fixture
 def location(location_dir: Path, config_dir: Path) -> Location:
-    """Return a plain directory as a location."""
+    """Return a plain directory as a location (here a Location, not a path)."""
     return Location(
         path=location_dir,
         require_mount=False,
@@ -59,7 +59,7 @@ def _names(path: Path) -> list[str]:
 
 def test_receive_and_publish(location: Location, location_dir: Path) -> None:
     """Hidden while written; published with a sha256sum sidecar."""
-    data = make_backup()
+    data = backup_bytes()
     upload = agent_files.start_upload(location, "c0ffee01", len(data))
     assert upload.temp.name.startswith(agent_files.UPLOAD_PREFIX)
     assert stat.S_IMODE(upload.temp.stat().st_mode) == 0o600
@@ -83,7 +83,7 @@ def test_receive_and_publish(location: Location, location_dir: Path) -> None:
 
 def test_download(location: Location) -> None:
     """The archive is read chunk by chunk."""
-    data = make_backup(payload=agent_files.CHUNK + 10)
+    data = backup_bytes(payload=agent_files.CHUNK + 10)
     agent_files.finish_upload(
         location, _receive(location, data), "c0ffee01", checked=lambda: None
     )
@@ -101,7 +101,7 @@ def test_download(location: Location) -> None:
 
 def test_start_refuses(location: Location, location_dir: Path) -> None:
     """A duplicate id, a location that is gone, a temp file that cannot be made."""
-    data = make_backup()
+    data = backup_bytes()
     agent_files.finish_upload(
         location, _receive(location, data), "c0ffee01", checked=lambda: None
     )
@@ -172,14 +172,14 @@ def test_finish_refuses_and_abort_cleans(
     agent_files.abort_upload(upload)
     assert _names(location_dir) == []
 
-    upload = _receive(location, make_backup(), "0ther1d0")
+    upload = _receive(location, backup_bytes(), "0ther1d0")
     with pytest.raises(InvalidBackupError, match="expected 0ther1d0"):
         agent_files.finish_upload(location, upload, "0ther1d0", checked=lambda: None)
     agent_files.abort_upload(upload)
     assert _names(location_dir) == []
 
     (location_dir / FINAL).mkdir()  # not a backup, but the name is taken
-    upload = _receive(location, make_backup())
+    upload = _receive(location, backup_bytes())
     with pytest.raises(WriteFailedError, match="already exists"):
         agent_files.finish_upload(location, upload, "c0ffee01", checked=lambda: None)
     agent_files.abort_upload(upload)
@@ -190,7 +190,7 @@ def test_temp_file_removed_by_someone_else(
     location: Location, location_dir: Path
 ) -> None:
     """Our temporary file vanished before the end: a write failure."""
-    upload = _receive(location, make_backup())
+    upload = _receive(location, backup_bytes())
     upload.temp.unlink()
     with pytest.raises(WriteFailedError, match="vanished"):
         agent_files.finish_upload(location, upload, "c0ffee01", checked=lambda: None)
@@ -202,7 +202,7 @@ def test_fsync_fails(
     location: Location, location_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """An fsync error (the share lost the data) fails the upload."""
-    upload = _receive(location, make_backup())
+    upload = _receive(location, backup_bytes())
 
     def fail(fd: int) -> None:
         raise OSError(errno.EIO, "Input/output error")
@@ -226,7 +226,7 @@ def test_directory_fsync(
     published: bool,
 ) -> None:
     """A share that cannot fsync a directory is fine; an I/O error is not."""
-    upload = _receive(location, make_backup())
+    upload = _receive(location, backup_bytes())
     real_fsync = os.fsync
 
     def fsync(fd: int) -> None:
@@ -250,7 +250,7 @@ def test_open_and_read_errors(
 ) -> None:
     """Opening or reading a listed archive can still fail: typed errors."""
     agent_files.finish_upload(
-        location, _receive(location, make_backup()), "c0ffee01", checked=lambda: None
+        location, _receive(location, backup_bytes()), "c0ffee01", checked=lambda: None
     )
     path = location_dir / FINAL
 
@@ -296,7 +296,7 @@ def test_download_changed_after_the_check(
     location: Location, location_dir: Path
 ) -> None:
     """Bytes that differ from what was checked: the end is never sent."""
-    data = make_backup(payload=3 * agent_files.CHUNK)
+    data = backup_bytes(payload=3 * agent_files.CHUNK)
     agent_files.finish_upload(
         location, _receive(location, data), "c0ffee01", checked=lambda: None
     )
