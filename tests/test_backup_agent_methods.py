@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable, Coroutine
 import errno
 from pathlib import Path
+import subprocess
 import threading
 from typing import Any
 
@@ -41,7 +42,7 @@ from custom_components.backup_offload.engine.metadata import TEMP_PREFIX, Backup
 
 from .common import in_executor, run, wait_until
 from .engine.helpers import backup_bytes
-from .mounts import tmpfs
+from .mounts import fuse_passthrough, tmpfs
 
 MiB = 1 << 20
 
@@ -471,24 +472,44 @@ async def test_hung_location(
     assert leftover.startswith(TEMP_PREFIX)
 
 
-async def test_read_error_during_download(
-    hass: HomeAssistant,
-    agent: BackupOffloadAgent,
-    monkeypatch: pytest.MonkeyPatch,
+def _killed(process: subprocess.Popen[bytes]) -> None:
+    process.kill()
+    process.wait()
+
+
+async def test_share_gone_during_download(
+    hass: HomeAssistant, ha_config_dir: Path, tmp_path: Path
 ) -> None:
-    """An I/O error while sending is a BackupAgentError, not a raw OSError."""
-    data = await run(hass, backup_bytes)
-    await agent.async_upload_backup(open_stream=stream_of(data), backup=agent_backup())
-    stream = await agent.async_download_backup("c0ffee01")
+    """The share's connection dies while a backup is sent: the location is down.
 
-    def broken(download: Any) -> bytes:
-        raise OSError(5, "Input/output error")
-
-    monkeypatch.setattr(
-        "custom_components.backup_offload.engine.transfer.read_chunk", broken
-    )
-    with pytest.raises(BackupAgentError, match="Input/output error"):
-        await _read_all(stream)
+    A read error during Home Assistant's download is "unreachable", as for
+    any other operation, and the `connected` sensor goes off with the reason.
+    """
+    mount_point = tmp_path / "nas"
+    data = await run(hass, backup_bytes, "c0ffee01", "Big", 8 * MiB)
+    async with in_executor(hass, fuse_passthrough(mount_point)) as daemon:
+        entry = MockConfigEntry(
+            domain=DOMAIN,
+            title="NAS",
+            data={CONF_PATH: str(mount_point), CONF_REQUIRE_MOUNT: True},
+        )
+        entry.add_to_hass(hass)
+        assert await hass.config_entries.async_setup(entry.entry_id)
+        agent = BackupOffloadAgent(hass, entry)
+        await agent.async_upload_backup(
+            open_stream=stream_of(data), backup=agent_backup()
+        )
+        stream = await agent.async_download_backup("c0ffee01")
+        assert len(await anext(stream)) == MiB
+        # Like a share whose sshfs or rclone process died: ENOTCONN.
+        await run(hass, _killed, daemon)
+        with pytest.raises(LocationUnreachableError, match="NAS is unavailable"):
+            await _read_all(stream)
+        state = hass.states.get("binary_sensor.nas_connected")
+        assert state.state == "off"
+        assert state.attributes["reason"] == "unreachable"
+        assert "not connected" in state.attributes["error"]
+        await hass.config_entries.async_unload(entry.entry_id)
 
 
 async def test_unloaded_location(

@@ -6,9 +6,9 @@ restored from Home Assistant's own UI. The agent works on the same files as
 the actions, through the same executor jobs and the same runner (one stuck
 thread at most per hung share), and probes the location first.
 
-Home Assistant's backup page shows whatever an agent raises: a raw OSError
-would break it, so every failure leaves here as one of the backup
-component's own errors.
+Home Assistant's backup page shows whatever an agent raises: every failure
+of the location leaves here as one of the backup component's own errors
+(`boundary.agent_errors`).
 """
 
 from __future__ import annotations
@@ -21,51 +21,28 @@ from typing import TYPE_CHECKING, Any, Final
 from homeassistant.components.backup import (
     AgentBackup,
     BackupAgent,
-    BackupAgentError,
     BackupNotFound,
-    agent as backup_agent,
     const as backup_const,
 )
 from homeassistant.config_entries import ConfigEntryState
 from homeassistant.core import HomeAssistant, callback
-from homeassistant.exceptions import HomeAssistantError
 
+from .boundary import LocationUnreachableError, agent_errors
 from .const import CONF_PASSWORD, DOMAIN, LOGGER, OperationState
 from .engine import jobs, transfer as agent_files
-from .engine.errors import (
-    BackupNotFoundError,
-    BackupOffloadError,
-    LocationUnavailableError,
-)
+from .engine.errors import BackupOffloadError
 from .models import DATA_BACKUP_AGENT_LISTENERS
 
 if TYPE_CHECKING:
-    from homeassistant.components.backup.agent import (
-        BackupAgentUnreachableError as _UnreachableBase,
-    )
-
+    from .coordinator import BackupOffloadCoordinator
     from .engine.metadata import BackupInfo
     from .models import BackupOffloadConfigEntry, BackupOffloadData
-else:
-    # Older Home Assistant versions have only the plain agent error.
-    _UnreachableBase = getattr(
-        backup_agent, "BackupAgentUnreachableError", BackupAgentError
-    )
 
 # AgentBackup's fields differ between Home Assistant versions: pass only the
 # ones the installed version declares.
 _AGENT_BACKUP_FIELDS: Final = frozenset(
     field.name for field in dataclasses.fields(AgentBackup)
 )
-
-
-class LocationUnreachableError(_UnreachableBase):
-    """The location is down: Home Assistant's "unreachable", with the reason."""
-
-    # The base class replaces every message with a generic one; the backup
-    # page should say why (not mounted, not responding, ...). An empty one
-    # makes HomeAssistantError use the message given.
-    _message = ""
 
 
 async def async_get_backup_agents(
@@ -154,34 +131,10 @@ class BackupOffloadAgent(BackupAgent):
             raise LocationUnreachableError(f"{self.name} is not loaded")
         return self._entry.runtime_data
 
-    def _failure(
-        self, data: BackupOffloadData, err: BackupOffloadError
-    ) -> BackupAgentError:
-        """Translate a core error; record that the location is down."""
-        if isinstance(err, BackupNotFoundError):
-            return BackupNotFound(f"{self.name}: {err}")
-        if isinstance(err, LocationUnavailableError):
-            if err.location_reason == "not_responding" and not (
-                data.coordinator.runner.stuck
-            ):
-                # The runner waited too long for another job of this location
-                # (a backup an action runs), not for a hung share.
-                return BackupAgentError(
-                    f"{self.name} is busy with another operation; try again"
-                    " when it is done"
-                )
-            data.coordinator.async_set_unavailable(err)
-            return LocationUnreachableError(f"{self.name} is unavailable: {err}")
-        return BackupAgentError(f"{self.name}: {err}")
-
-    async def _job[T](self, data: BackupOffloadData, job: Coroutine[Any, Any, T]) -> T:
-        """Await one executor job of the location; translate its errors."""
-        try:
-            return await job
-        except BackupOffloadError as err:
-            raise self._failure(data, err) from err
-        except OSError as err:
-            raise BackupAgentError(f"{self.name}: {err}") from err
+    @property
+    def coordinator(self) -> BackupOffloadCoordinator:
+        """Return the coordinator of the location (as last loaded)."""
+        return self._entry.runtime_data.coordinator
 
     async def _cleanup[T](
         self, data: BackupOffloadData, func: Callable[[T], None], arg: T
@@ -189,7 +142,7 @@ class BackupOffloadAgent(BackupAgent):
         """Run a cleanup job; a failure is logged, not raised over the cause."""
         try:
             await data.coordinator.runner.run(func, arg)
-        except (BackupOffloadError, OSError) as err:
+        except BackupOffloadError as err:
             LOGGER.warning(
                 "%s: cleaning up after the backup agent failed (%s); leftover"
                 " temporary files are removed at the next start",
@@ -206,16 +159,16 @@ class BackupOffloadAgent(BackupAgent):
             # it when it started: its listing is current, and waiting for it
             # would only time out.
             return cached.backups
-        snapshot = await self._job(
-            data, coordinator.runner.run(jobs.refresh, coordinator.location)
-        )
+        snapshot = await coordinator.runner.run(jobs.refresh, coordinator.location)
         coordinator.async_set_snapshot(snapshot)
         return snapshot.backups
 
+    @agent_errors
     async def async_list_backups(self, **kwargs: Any) -> list[AgentBackup]:
         """List every valid backup in the location, newest first."""
         return [to_agent_backup(info) for info in await self._backups(self._data())]
 
+    @agent_errors
     async def async_get_backup(self, backup_id: str, **kwargs: Any) -> AgentBackup:
         """Return one backup; BackupNotFound when the location has none by that id."""
         for info in await self._backups(self._data()):
@@ -223,6 +176,7 @@ class BackupOffloadAgent(BackupAgent):
                 return to_agent_backup(info)
         raise BackupNotFound(f"No backup with id {backup_id} in {self.name}")
 
+    @agent_errors
     async def async_delete_backup(self, backup_id: str, **kwargs: Any) -> None:
         """Delete a backup and its sidecar, as the `delete` action does.
 
@@ -232,15 +186,11 @@ class BackupOffloadAgent(BackupAgent):
         data = self._data()
         if not any(info.backup_id == backup_id for info in await self._backups(data)):
             raise BackupNotFound(f"No backup with id {backup_id} in {self.name}")
-        try:
-            # The manager takes the location's busy lock, shows "deleting",
-            # fires the deleted event and refreshes the sensors.
-            await data.manager.async_delete(backup_id)
-        except HomeAssistantError as err:
-            if isinstance(err.__cause__, BackupOffloadError):
-                raise self._failure(data, err.__cause__) from err
-            raise BackupAgentError(f"{self.name}: {err}") from err
+        # The manager takes the location's busy lock, shows "deleting",
+        # fires the deleted event and refreshes the sensors.
+        await data.manager.async_delete(backup_id)
 
+    @agent_errors
     async def async_download_backup(
         self, backup_id: str, **kwargs: Any
     ) -> AsyncIterator[bytes]:
@@ -253,14 +203,11 @@ class BackupOffloadAgent(BackupAgent):
         """
         data = self._data()
         coordinator = data.coordinator
-        download = await self._job(
-            data,
-            coordinator.runner.run_checked(
-                agent_files.open_backup,
-                coordinator.location,
-                backup_id,
-                self._passwords(data),
-            ),
+        download = await coordinator.runner.run_checked(
+            agent_files.open_backup,
+            coordinator.location,
+            backup_id,
+            self._passwords(data),
         )
         return self._chunks(data, download)
 
@@ -278,15 +225,20 @@ class BackupOffloadAgent(BackupAgent):
         self, data: BackupOffloadData, download: agent_files.Download
     ) -> AsyncIterator[bytes]:
         """Yield the archive chunk by chunk, each read in its own job."""
-        runner = data.coordinator.runner
         try:
-            while chunk := await self._job(
-                data, runner.run(agent_files.read_chunk, download)
-            ):
+            while chunk := await self._read_chunk(data, download):
                 yield chunk
         finally:
             await self._cleanup(data, agent_files.close_download, download)
 
+    @agent_errors
+    async def _read_chunk(
+        self, data: BackupOffloadData, download: agent_files.Download
+    ) -> bytes:
+        """Read the next chunk (Home Assistant reads on after the method returned)."""
+        return await data.coordinator.runner.run(agent_files.read_chunk, download)
+
+    @agent_errors
     async def async_upload_backup(
         self,
         *,
@@ -304,15 +256,14 @@ class BackupOffloadAgent(BackupAgent):
         nothing of a failed upload stays in the location.
         """
         data = self._data()
-        try:
-            data.manager.check_idle()
-        except HomeAssistantError as err:
-            raise BackupAgentError(str(err)) from err
         # Held like a backup made by the create action: the state sensor says
         # so, and no other operation or restore can start in between batches.
         async with data.manager.operation(OperationState.CREATING):
             await self._receive(data, open_stream, backup, on_progress)
 
+    # Translated inside the operation: a failed upload is Home Assistant's to
+    # report (its backup page), not the location's last failure.
+    @agent_errors
     async def _receive(
         self,
         data: BackupOffloadData,
@@ -322,50 +273,21 @@ class BackupOffloadAgent(BackupAgent):
     ) -> None:
         """Stream the backup into the location (the location is held)."""
         coordinator = data.coordinator
-        runner = coordinator.runner
-        upload = await self._job(
-            data,
-            runner.run(
-                agent_files.start_upload,
-                coordinator.location,
-                backup.backup_id,
-                backup.size,
-            ),
+        upload = await coordinator.runner.run(
+            agent_files.start_upload,
+            coordinator.location,
+            backup.backup_id,
+            backup.size,
         )
-        batch: list[bytes] = []
-
-        async def write_batch() -> None:
-            written = await self._job(
-                data, runner.run(agent_files.write_chunk, upload, b"".join(batch))
-            )
-            batch.clear()
-            if backup.size > 0:
-                data.manager.set_progress(written / backup.size)
-            if on_progress is not None:
-                on_progress(bytes_uploaded=written)
-
         stream: AsyncIterator[bytes] | None = None
         try:
             stream = await open_stream()
-            pending = 0
-            async for chunk in stream:
-                batch.append(chunk)
-                pending += len(chunk)
-                if pending >= agent_files.CHUNK:
-                    # Small chunks are batched: one executor hop per MiB, and
-                    # never more than about a MiB in memory.
-                    await write_batch()
-                    pending = 0
-            if batch:
-                await write_batch()
-            info, snapshot = await self._job(
-                data,
-                runner.run_checked(
-                    agent_files.finish_upload,
-                    coordinator.location,
-                    upload,
-                    backup.backup_id,
-                ),
+            await self._write_stream(data, upload, stream, backup.size, on_progress)
+            info, snapshot = await coordinator.runner.run_checked(
+                agent_files.finish_upload,
+                coordinator.location,
+                upload,
+                backup.backup_id,
             )
         except BaseException:
             await self._cleanup(data, agent_files.abort_upload, upload)
@@ -374,3 +296,45 @@ class BackupOffloadAgent(BackupAgent):
             raise
         coordinator.async_set_snapshot(snapshot)
         LOGGER.info("%s: stored backup %s as %s", self.name, info.name, info.file)
+
+    async def _write_stream(
+        self,
+        data: BackupOffloadData,
+        upload: agent_files.Upload,
+        stream: AsyncIterator[bytes],
+        size: int,
+        on_progress: Callable[..., None] | None,
+    ) -> None:
+        """Write the stream to the temporary file, batch by batch.
+
+        Small chunks are batched: one executor hop per MiB, and never more
+        than about a MiB in memory. Progress is reported per batch.
+        """
+        batch: list[bytes] = []
+        pending = 0
+        async for chunk in stream:
+            batch.append(chunk)
+            pending += len(chunk)
+            if pending < agent_files.CHUNK:
+                continue
+            await self._write_batch(data, upload, batch, size, on_progress)
+            batch, pending = [], 0
+        if batch:
+            await self._write_batch(data, upload, batch, size, on_progress)
+
+    async def _write_batch(
+        self,
+        data: BackupOffloadData,
+        upload: agent_files.Upload,
+        batch: list[bytes],
+        size: int,
+        on_progress: Callable[..., None] | None,
+    ) -> None:
+        """Write one batch; report the bytes written so far."""
+        written = await data.coordinator.runner.run(
+            agent_files.write_chunk, upload, b"".join(batch)
+        )
+        if size > 0:
+            data.manager.set_progress(written / size)
+        if on_progress is not None:
+            on_progress(bytes_uploaded=written)

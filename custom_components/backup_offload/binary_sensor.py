@@ -14,7 +14,6 @@ from homeassistant.const import EntityCategory
 from homeassistant.core import HomeAssistant
 from homeassistant.helpers.entity_platform import AddEntitiesCallback
 
-from .engine.errors import LocationUnavailableError
 from .entity import BackupOffloadEntity
 from .models import BackupOffloadConfigEntry
 
@@ -53,12 +52,7 @@ class BackupOffloadConnected(BackupOffloadEntity, BinarySensorEntity):
         """Return why the location is unusable."""
         data = self.coordinator.data
         if (error := data.error) is not None:
-            reason = (
-                error.location_reason
-                if isinstance(error, LocationUnavailableError)
-                else error.reason
-            )
-            return {"reason": reason, "error": str(error)}
+            return {"reason": error.reason_code, "error": str(error)}
         if data.status is not None and data.status.writable is False:
             return {"reason": "not_writable", "error": "mounted read-only"}
         return {"reason": None, "error": None}

@@ -6,6 +6,8 @@ from homeassistant.components.button import ButtonEntity, ButtonEntityDescriptio
 from homeassistant.core import HomeAssistant
 from homeassistant.helpers.entity_platform import AddEntitiesCallback
 
+from .boundary import to_ha_error
+from .engine.errors import BackupOffloadError
 from .entity import BackupOffloadEntity
 from .models import BackupOffloadConfigEntry
 
@@ -31,4 +33,7 @@ class BackupOffloadCreateButton(BackupOffloadEntity, ButtonEntity):
 
     async def async_press(self) -> None:
         """Create a backup."""
-        await self.manager.async_create()
+        try:
+            await self.manager.async_create()
+        except BackupOffloadError as err:
+            raise to_ha_error(err, self.manager.entry.title) from err

@@ -191,11 +191,6 @@ class BackupOffloadCoordinator(DataUpdateCoordinator[LocationState]):
         return LocationState(error=err)
 
     def _raise_issue(self, err: BackupOffloadError) -> None:
-        reason = (
-            err.location_reason
-            if isinstance(err, LocationUnavailableError)
-            else err.reason
-        )
         ir.async_create_issue(
             self.hass,
             DOMAIN,
@@ -206,7 +201,7 @@ class BackupOffloadCoordinator(DataUpdateCoordinator[LocationState]):
             translation_placeholders={
                 "location": self.config_entry.title,
                 "path": str(self.location.path),
-                "reason": reason,
+                "reason": err.reason_code,
                 "error": str(err),
             },
         )

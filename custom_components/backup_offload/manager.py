@@ -1,9 +1,10 @@
 """Operations on one location: busy lock, state, progress, events, failures.
 
 The manager is the async shell around the synchronous jobs (`jobs.py`): it
-runs each operation as one executor job through the location's runner, maps
-the core's typed errors to translated Home Assistant errors at that boundary,
-and applies the job's result (the new listing) on the event loop.
+runs each operation as one executor job through the location's runner,
+records a failure, and applies the job's result (the new listing) on the
+event loop. Its operations raise the core's typed errors: their callers (the
+actions, the button, the backup agent) translate them (`boundary.py`).
 
 There is one manager per location for as long as Home Assistant runs, not
 one per load of its config entry: a reload (after a reconfiguration, an
@@ -30,9 +31,9 @@ from typing import TYPE_CHECKING, Any
 from homeassistant.components.recorder import backup as recorder_backup
 from homeassistant.const import __version__ as HA_VERSION  # noqa: N812
 from homeassistant.core import CALLBACK_TYPE, HomeAssistant, callback
-from homeassistant.exceptions import HomeAssistantError, ServiceValidationError
 from homeassistant.util import dt as dt_util
 
+from .boundary import translated_message
 from .const import (
     CONF_COMPRESS,
     CONF_EXCLUDE,
@@ -45,7 +46,6 @@ from .const import (
     DEFAULT_INCLUDE_DATABASE,
     DEFAULT_KEEP_COUNT,
     DEFAULT_KEEP_DAYS,
-    DOMAIN,
     EVENT_BACKUP_CREATED,
     EVENT_BACKUP_DELETED,
     EVENT_BACKUP_FAILED,
@@ -54,17 +54,15 @@ from .const import (
 )
 from .engine import jobs
 from .engine.errors import (
-    BackupNotFoundError,
     BackupOffloadError,
     CorruptBackupError,
     InvalidBackupError,
+    LocationBusyError,
     LocationUnavailableError,
     UnsupportedFormatError,
-    WrongPasswordError,
 )
 from .engine.listing import BackupScanner
 from .engine.location import LiveFiles
-from .engine.restore.checks import RestoreInputError
 from .engine.retention import in_future
 from .models import DATA_LOCATIONS, DATA_RESTORE_FAILURES, DATA_RESTORING
 
@@ -77,31 +75,8 @@ if TYPE_CHECKING:
     from .runner import LocationRunner
 
 
-# Errors that are the caller's input, not a failure of the location.
-_VALIDATION_ERRORS = (BackupNotFoundError, WrongPasswordError, RestoreInputError)
 # Problems `verify` reports in its response instead of raising.
 _VERIFY_PROBLEMS = (CorruptBackupError, InvalidBackupError, UnsupportedFormatError)
-
-
-def translation_key(err: BackupOffloadError) -> str:
-    """Return the strings.json `exceptions` key of a core error."""
-    if isinstance(err, LocationUnavailableError):
-        return f"location_{err.location_reason}"
-    return err.reason
-
-
-def to_ha_error(err: BackupOffloadError, location: str) -> HomeAssistantError:
-    """Translate a core error at the executor boundary."""
-    cls = (
-        ServiceValidationError
-        if isinstance(err, _VALIDATION_ERRORS)
-        else (HomeAssistantError)
-    )
-    return cls(
-        translation_domain=DOMAIN,
-        translation_key=translation_key(err),
-        translation_placeholders={"location": location, **err.placeholders},
-    )
 
 
 def backup_to_dict(backup: BackupInfo, instance_id: str) -> dict[str, Any]:
@@ -255,39 +230,33 @@ class LocationManager:
             | data,
         )
 
-    def _busy(self, location: str, state: str) -> HomeAssistantError:
-        return HomeAssistantError(
-            translation_domain=DOMAIN,
-            translation_key="busy",
-            translation_placeholders={"location": location, "state": state},
-        )
-
     def check_idle(self, *, exclusive: bool = False) -> None:
-        """Raise `busy` unless this location (or, if exclusive, every one) is idle.
+        """Raise LocationBusyError unless this location (or every one) is idle.
 
         While a restore runs anywhere, every location refuses operations: a
         backup must not capture a configuration in the middle of a restore.
         """
         restoring = self.hass.data.get(DATA_RESTORING)
         if restoring:
-            raise self._busy(restoring, OperationState.RESTORING.value)
+            raise LocationBusyError(restoring, OperationState.RESTORING.value)
         if self._lock.locked():
-            raise self._busy(self.entry.title, self.state.value)
+            raise LocationBusyError(self.entry.title, self.state.value)
         if not exclusive:
             return
         # Every location, loaded or not: one whose entry was unloaded may
         # still finish a backup.
         for other in self.hass.data.get(DATA_LOCATIONS, {}).values():
             if other.busy:
-                raise self._busy(other.entry.title, other.state.value)
+                raise LocationBusyError(other.entry.title, other.state.value)
 
     @asynccontextmanager
     async def _operation(
         self, state: OperationState, *, exclusive: bool = False
     ) -> AsyncIterator[None]:
-        """Hold the location for one operation; record and translate failures.
+        """Hold the location for one operation; record its failure.
 
-        ``exclusive`` (a restore) also holds every other location.
+        ``exclusive`` (a restore) also holds every other location. The
+        core's errors pass on to the caller, who translates them.
         """
         self.check_idle(exclusive=exclusive)
         async with self._lock:
@@ -297,9 +266,9 @@ class LocationManager:
             try:
                 yield
             except BackupOffloadError as err:
-                if not isinstance(err, _VALIDATION_ERRORS):
+                if not err.caller_input:
                     self._record_failure(state, err)
-                raise to_ha_error(err, self.entry.title) from err
+                raise
             finally:
                 if exclusive:
                     self.hass.data.pop(DATA_RESTORING, None)
@@ -308,7 +277,11 @@ class LocationManager:
     def operation(
         self, state: OperationState, *, exclusive: bool = False
     ) -> AbstractAsyncContextManager[None]:
-        """Hold the location for an operation run by another module (restore)."""
+        """Hold the location for an operation run by another module.
+
+        The restore and the backup agent's upload: as the manager's own
+        operations, it raises the core's errors (LocationBusyError first).
+        """
         return self._operation(state, exclusive=exclusive)
 
     @callback
@@ -364,8 +337,12 @@ class LocationManager:
                     include_database=include_database,
                     exclude=exclude,
                 )
-        except HomeAssistantError as err:
-            self.fire(EVENT_BACKUP_FAILED, name=name, error=str(err))
+        except BackupOffloadError as err:
+            self.fire(
+                EVENT_BACKUP_FAILED,
+                name=name,
+                error=translated_message(err, self.entry.title),
+            )
             raise
         return self.apply_created(outcome)
 
@@ -458,7 +435,7 @@ class LocationManager:
                 return {
                     "backup_id": backup_id,
                     "valid": False,
-                    "problem": translation_key(err),
+                    "problem": err.translation_key,
                     "error": str(err),
                 }
         return _verify_response(backup, result, self.instance_id)
@@ -494,7 +471,7 @@ class LocationManager:
             snapshot = await self.runner.run(jobs.refresh, self.coordinator.location)
         except BackupOffloadError as err:
             self.coordinator.async_set_unavailable(err)
-            raise to_ha_error(err, self.entry.title) from err
+            raise
         self.coordinator.async_set_snapshot(snapshot)
         return {
             "backups": [backup_to_dict(b, self.instance_id) for b in snapshot.backups],

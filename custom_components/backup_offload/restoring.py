@@ -8,7 +8,8 @@ fails there leaves the configuration as it was. After that start,
 ``async_report_restore_result`` reports what happened.
 
 A restore holds every location (``LocationManager.operation`` with
-``exclusive``): no backup runs while files are replaced.
+``exclusive``): no backup runs while files are replaced. It raises the
+core's errors; the action translates them.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from homeassistant.helpers import issue_registry as ir
 from homeassistant.helpers.start import async_at_started
 from homeassistant.util import dt as dt_util
 
+from .boundary import translated_message
 from .const import (
     CONF_PASSWORD,
     DOMAIN,
@@ -178,8 +180,12 @@ async def async_restore(
             restart=restart,
             safety_backup=safety_backup,
         )
-    except HomeAssistantError as err:
-        manager.fire(EVENT_RESTORE_FAILED, backup_id=backup_id, error=str(err))
+    except BackupOffloadError as err:
+        manager.fire(
+            EVENT_RESTORE_FAILED,
+            backup_id=backup_id,
+            error=translated_message(err, manager.entry.title),
+        )
         raise
 
 
@@ -209,53 +215,95 @@ async def _async_restore_full(
     safety_backup: bool,
 ) -> dict[str, Any]:
     hass = manager.hass
-    location = manager.coordinator.location
     async with manager.operation(OperationState.RESTORING, exclusive=True):
         instruction_keys()
-        staged: restore_full.Staged = await manager.runner.run_checked(
-            partial(
-                jobs.restore_stage,
-                is_newer=is_newer,
-                temp_dir=await _async_temp_dir(hass),
-                restore_database=restore_database,
-            ),
-            location,
-            backup_id,
-            password,
-        )
+        staged = await _async_stage(manager, backup_id, password, restore_database)
         try:
             safety = (
                 await _async_safety_backup(manager, staged.backup)
                 if safety_backup
                 else None
             )
-            marker = {
-                "version": 1,
-                "config_entry_id": manager.entry.entry_id,
-                "location": manager.entry.title,
-                "backup_id": staged.backup.backup_id,
-                "name": staged.backup.name,
-                "file": staged.backup.file,
-                "restore_database": restore_database,
-                "safety_backup": safety["name"] if safety else None,
-                "staged_at": dt_util.utcnow().isoformat(),
-            }
-            await hass.async_add_executor_job(
-                partial(
-                    restore_full.write_instruction,
-                    staged,
-                    config_dir=location.config_dir,
-                    instruction_name=backup_restore.RESTORE_BACKUP_FILE,
-                    instruction=_instruction(staged, restore_database=restore_database),
-                    marker=marker,
-                )
+            await _async_write_instruction(
+                manager,
+                staged,
+                restore_database=restore_database,
+                safety_backup=safety["name"] if safety else None,
             )
         except BaseException:
             await hass.async_add_executor_job(restore_full.discard_staged, staged)
             raise
-    backup = staged.backup
+    _announce_staged(manager, staged.backup, restart=restart)
+    response: dict[str, Any] = {
+        "backup": backup_to_dict(staged.backup, manager.instance_id),
+        "safety_backup": safety,
+        "restore_database": restore_database,
+        "staged_file": str(staged.path),
+        "status": STATUS_PENDING,
+    }
+    if restart:
+        await _async_restart(hass, response)
+    return response
+
+
+async def _async_stage(
+    manager: LocationManager,
+    backup_id: str,
+    password: str | None,
+    restore_database: bool,
+) -> restore_full.Staged:
+    """Copy the backup to this machine and verify it (one job)."""
+    return await manager.runner.run_checked(
+        partial(
+            jobs.restore_stage,
+            is_newer=is_newer,
+            temp_dir=await _async_temp_dir(manager.hass),
+            restore_database=restore_database,
+        ),
+        manager.coordinator.location,
+        backup_id,
+        password,
+    )
+
+
+async def _async_write_instruction(
+    manager: LocationManager,
+    staged: restore_full.Staged,
+    *,
+    restore_database: bool,
+    safety_backup: str | None,
+) -> None:
+    """Write Home Assistant's restore instruction, and our marker next to it."""
+    marker = {
+        "version": 1,
+        "config_entry_id": manager.entry.entry_id,
+        "location": manager.entry.title,
+        "backup_id": staged.backup.backup_id,
+        "name": staged.backup.name,
+        "file": staged.backup.file,
+        "restore_database": restore_database,
+        "safety_backup": safety_backup,
+        "staged_at": dt_util.utcnow().isoformat(),
+    }
+    await manager.hass.async_add_executor_job(
+        partial(
+            restore_full.write_instruction,
+            staged,
+            config_dir=manager.coordinator.location.config_dir,
+            instruction_name=backup_restore.RESTORE_BACKUP_FILE,
+            instruction=_instruction(staged, restore_database=restore_database),
+            marker=marker,
+        )
+    )
+
+
+@callback
+def _announce_staged(
+    manager: LocationManager, backup: BackupInfo, *, restart: bool
+) -> None:
+    """Say that a restore is staged: log, event; the last one's issues go."""
     for issue_id in (ISSUE_RESTORE_FAILED, ISSUE_RESTORE_FAILED_OTHER):
-        ir.async_delete_issue(hass, DOMAIN, issue_id)
+        ir.async_delete_issue(manager.hass, DOMAIN, issue_id)
     LOGGER.info(
         "%s: backup %s (%s) is staged; Home Assistant restores it at its next start",
         manager.entry.title,
@@ -268,23 +316,18 @@ async def _async_restore_full(
         name=backup.name,
         restart=restart,
     )
-    response: dict[str, Any] = {
-        "backup": backup_to_dict(backup, manager.instance_id),
-        "safety_backup": safety,
-        "restore_database": restore_database,
-        "staged_file": str(staged.path),
-        "status": STATUS_PENDING,
-    }
-    if restart:
-        try:
-            await hass.services.async_call("homeassistant", "restart", blocking=True)
-        except HomeAssistantError as err:
-            # Staged is staged: the restore still happens at the next start.
-            LOGGER.warning("Restarting Home Assistant failed: %s", err)
-            response["restart_error"] = str(err)
-        else:
-            response["status"] = STATUS_RESTARTING
-    return response
+
+
+async def _async_restart(hass: HomeAssistant, response: dict[str, Any]) -> None:
+    """Restart Home Assistant now; ``response`` says whether it does."""
+    try:
+        await hass.services.async_call("homeassistant", "restart", blocking=True)
+    except HomeAssistantError as err:
+        # Staged is staged: the restore still happens at the next start.
+        LOGGER.warning("Restarting Home Assistant failed: %s", err)
+        response["restart_error"] = str(err)
+    else:
+        response["status"] = STATUS_RESTARTING
 
 
 async def _async_restore_files(

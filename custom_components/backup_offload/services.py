@@ -19,7 +19,9 @@ from homeassistant.exceptions import ServiceValidationError, Unauthorized, Unkno
 from homeassistant.helpers import config_validation as cv
 import voluptuous as vol
 
+from .boundary import to_ha_error
 from .const import CONF_INCLUDE_DATABASE, CONF_PASSWORD, DOMAIN
+from .engine.errors import BackupOffloadError
 from .engine.restore.checks import pattern_is_forbidden
 from .engine.validation import exclude_problem, is_valid_backup_id, is_valid_glob
 from .manager import LocationManager
@@ -182,7 +184,8 @@ def _admin_only(
     """Wrap a handler: only administrators may back up or delete a house.
 
     Home Assistant's `async_register_admin_service` takes no response data in
-    2025.4, so the check is done here the way it does it.
+    2025.4, so the check is done here the way it does it. The location's
+    errors are translated here, once for every action.
     """
 
     @wraps(handler)
@@ -197,7 +200,11 @@ def _admin_only(
                 )
             if not user.is_admin:
                 raise Unauthorized(context=call.context, permission=POLICY_CONTROL)
-        return await handler(_manager(hass, call), call)
+        manager = _manager(hass, call)
+        try:
+            return await handler(manager, call)
+        except BackupOffloadError as err:
+            raise to_ha_error(err, manager.entry.title) from err
 
     return admin_handler
 

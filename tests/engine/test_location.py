@@ -358,6 +358,24 @@ def test_probe_write_test_fails_on_fsync(
     assert names(share) == []
 
 
+def test_probe_write_test_over_quota(
+    monkeypatch: pytest.MonkeyPatch, share: Path
+) -> None:
+    """A quota that refuses the write test: the share is full, not unreachable."""
+
+    def over_quota(fd: int) -> None:
+        # NFS reports a quota only when the data reaches the server.
+        raise OSError(errno.EDQUOT, "Disk quota exceeded")
+
+    monkeypatch.setattr(os, "fsync", over_quota)
+    with pytest.raises(InsufficientSpaceError) as excinfo:
+        probe(share, require_mount=True, for_write=True)
+    monkeypatch.undo()
+    assert "EDQUOT" in str(excinfo.value)
+    assert excinfo.value.placeholders["path"] == str(share)
+    assert names(share) == []
+
+
 def test_probe_tiny_share_has_insufficient_space(tmp_path: Path) -> None:
     with mounts.tmpfs(tmp_path / "tiny", size="256k") as tiny:
         with pytest.raises(InsufficientSpaceError) as excinfo:

@@ -296,6 +296,22 @@ def test_stage_verify_and_rename_failures(
     assert not (target / STAGING_DIR).exists()
 
 
+def test_stage_checksum_file_of_the_copy_fails(
+    config: Path, location: Path, target: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The staged copy's checksum file cannot be written: a staging error."""
+    info, path = make_backup(config, location)
+
+    def full(where: Path, data: bytes) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(restore_full, "_write_new", full)
+    with pytest.raises(StagingSpaceError, match="ENOSPC") as err:
+        restore_full.stage(path, info, None, config_dir=target, is_newer=never_newer)
+    assert err.value.placeholders["errno"] == "ENOSPC"
+    assert not (target / STAGING_DIR).exists()
+
+
 def test_check_version() -> None:
     """No Home Assistant part, an unreadable version, a newer version."""
     info = BackupInfo(

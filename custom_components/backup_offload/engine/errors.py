@@ -1,13 +1,15 @@
 """Typed errors of the synchronous core.
 
-Each error carries a ``reason``: a stable key that the integration layer maps
-to a translated message (``exceptions.<reason>`` in strings.json), and
-``placeholders`` for that message. The core never imports Home Assistant.
+Each error carries a ``reason`` and ``placeholders``; its ``translation_key``
+names the translated message (``exceptions.<key>`` in strings.json) that the
+integration's boundary (``boundary.py``) raises to the user, and
+``caller_input`` says whether it is the caller's mistake or a failure. The
+core never imports Home Assistant.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 
 def printable(text: str) -> str:
@@ -43,6 +45,9 @@ class BackupOffloadError(Exception):
     """Base class of every error the core raises on purpose."""
 
     reason = "unknown"
+    caller_input: ClassVar[bool] = False
+    """True when the caller asked for something that cannot be (a backup that
+    is not there, a wrong password): not a failure of the location."""
 
     def __init__(self, message: str, **placeholders: str) -> None:
         """Store a readable message and the translation placeholders."""
@@ -52,6 +57,16 @@ class BackupOffloadError(Exception):
             key: printable(value)
             for key, value in {"error": message, **placeholders}.items()
         }
+
+    @property
+    def translation_key(self) -> str:
+        """Return the key of the error's message (``exceptions`` in strings.json)."""
+        return self.reason
+
+    @property
+    def reason_code(self) -> str:
+        """Return the short code of the problem, as attributes and repairs show it."""
+        return self.reason
 
     def __reduce__(self) -> tuple[Any, ...]:
         """Pickle with every attribute (errors cross from the worker process)."""
@@ -73,6 +88,37 @@ class LocationUnavailableError(BackupOffloadError):
         super().__init__(message, **placeholders)
         self.location_reason = location_reason
 
+    @property
+    def translation_key(self) -> str:
+        """Return the message of this reason (``location_not_found``, ...)."""
+        return f"location_{self.location_reason}"
+
+    @property
+    def reason_code(self) -> str:
+        """Return why the location is unusable (``not_found``, ...)."""
+        return self.location_reason
+
+
+class LocationBusyError(BackupOffloadError):
+    """Another operation holds the location (or, while a restore runs, every one).
+
+    Raised by the integration's lock, not by the core; ``location`` is the
+    location that is busy, ``state`` what it does.
+    """
+
+    reason = "busy"
+
+    def __init__(self, location: str, state: str) -> None:
+        """Name the busy location and what it does."""
+        super().__init__(
+            f"Location {location} is busy ({state}). Try again when the current"
+            " operation has finished",
+            location=location,
+            state=state,
+        )
+        # Its message is complete without the text of an error.
+        del self.placeholders["error"]
+
 
 class InsufficientSpaceError(BackupOffloadError):
     """Not enough free space for the write (checked before, or ENOSPC)."""
@@ -90,6 +136,7 @@ class BackupNotFoundError(BackupOffloadError):
     """No backup with that id or file name in the location."""
 
     reason = "backup_not_found"
+    caller_input = True
 
 
 class InvalidBackupError(BackupOffloadError):
@@ -108,6 +155,7 @@ class WrongPasswordError(BackupOffloadError):
     """The password is missing or does not decrypt the backup."""
 
     reason = "wrong_password"
+    caller_input = True
 
 
 class UnsupportedFormatError(BackupOffloadError):

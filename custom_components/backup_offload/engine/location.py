@@ -32,6 +32,7 @@ from .errors import (
     InsufficientSpaceError,
     LocationUnavailableError,
 )
+from .fileops import Local, Place, os_error
 from .metadata import SIDECAR_SUFFIX, is_backup_file_name
 
 # Free space kept in reserve on top of the caller's estimate: the sidecar,
@@ -76,14 +77,14 @@ CONFIG_REASONS = (
     "unknown",
 )
 
+# A file-system error that is neither the location's nor a known operation's.
+_UNEXPECTED = Local(space=BackupOffloadError, failed=BackupOffloadError)
+
 # How the cleanup opens a temporary file to test its lock: for writing, as
 # NFS grants an exclusive lock only on a descriptor open for writing.
 _PEEK_FLAGS = os.O_RDWR | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
 # ``flock`` answers of a file system that has no locks.
 _NO_LOCKS = frozenset({errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EINVAL})
-
-# Write errors that mean "this location does not accept writes".
-_NOT_WRITABLE_ERRNOS = frozenset({errno.EROFS, errno.EACCES, errno.EPERM})
 
 _MOUNTINFO_ESCAPE = re.compile(rb"\\([0-7]{3})")
 
@@ -135,33 +136,9 @@ def _contains[P: (str, bytes)](outer: P, inner: P) -> bool:
     return os.path.commonpath((outer, inner)) == outer
 
 
-def _errno_name(err: OSError) -> str:
-    """Return the symbolic errno name (``ENOTCONN``), or the number."""
-    if err.errno is None:
-        return "unknown error"
-    return errno.errorcode.get(err.errno, str(err.errno))
-
-
-def _describe(path: str, err: OSError) -> str:
-    """Return a one-line message that names the errno, for logs and the UI."""
-    return f"{path}: {err.strerror or err} ({_errno_name(err)})"
-
-
 def _unavailable(path: str, err: OSError, *, writing: bool) -> BackupOffloadError:
-    """Translate an ``OSError`` on a location into the matching typed error."""
-    if err.errno == errno.ENOSPC:
-        return InsufficientSpaceError(_describe(path, err), path=path)
-    if err.errno in (errno.ENOENT, errno.ENOTDIR):
-        reason = "not_found"
-    elif err.errno == errno.ENAMETOOLONG:
-        reason = "path_too_long"
-    elif writing and err.errno in _NOT_WRITABLE_ERRNOS:
-        reason = "not_writable"
-    else:
-        # ENOTCONN, EIO, ESTALE, EHOSTDOWN, ETIMEDOUT, ... and EACCES on a
-        # read: the share (or the way to it) is broken, not the path itself.
-        reason = "unreachable"
-    return LocationUnavailableError(_describe(path, err), reason, path=path)
+    """Return the typed error for an OSError on the location's directory."""
+    return os_error(err, path, writing=writing, where=Place.LOCATION, path=path)
 
 
 def _unescape_mountinfo(field: bytes) -> bytes:
@@ -277,7 +254,7 @@ def _check_not_on_config_device(
         config_dev = Path(config_dir).stat().st_dev
     except OSError as err:
         # Not a problem of the location: no location reason fits.
-        raise BackupOffloadError(_describe(config_dir, err)) from err
+        raise os_error(err, config_dir, writing=False, where=_UNEXPECTED) from err
     if path_stat.st_dev == config_dev:
         raise LocationUnavailableError(
             f"{shown}: on the same file system as the configuration directory"
@@ -377,20 +354,12 @@ def probe(
     if not Path(shown).is_absolute():
         # The caller's bug, not the location's state: "" would probe the cwd.
         raise ValueError(f"location path must be absolute: {shown!r}")
-    try:
-        path_stat = Path(shown).stat()
-    except OSError as err:
-        raise _unavailable(shown, err, writing=False) from err
-    if not stat.S_ISDIR(path_stat.st_mode):
-        raise LocationUnavailableError(
-            f"{shown}: not a directory", "not_a_directory", path=shown
-        )
+    config = None if config_dir is None else os.fspath(config_dir)
+    path_stat = _stat_directory(shown)
     real = os.path.realpath(shown)
     table = _mount_table()
     holder = _holding_mount(real, table)
-    _check_place(
-        shown, real, holder, None if config_dir is None else os.fspath(config_dir)
-    )
+    _check_place(shown, real, holder, config)
     try:
         # statvfs asks the file system itself: a stale or cached mount fails
         # (or hangs, which the caller's timeout handles) here, where stat may
@@ -399,29 +368,72 @@ def probe(
         mounted = _is_mount_point(real, path_stat, table)
     except OSError as err:
         raise _unavailable(shown, err, writing=False) from err
-    if require_mount and not mounted:
+    if require_mount:
+        _check_mounted(shown, mounted, path_stat, config)
+    writable = _check_writable(shown, real, vfs, for_write=for_write)
+    free_bytes = vfs.f_bavail * vfs.f_frsize
+    _check_space(shown, free_bytes, needed_bytes)
+    return LocationStatus(
+        path=real,
+        mounted=mounted,
+        writable=writable,
+        free_bytes=free_bytes,
+        total_bytes=vfs.f_blocks * vfs.f_frsize,
+        file_system=None if holder is None else holder.file_system,
+    )
+
+
+def _stat_directory(shown: str) -> os.stat_result:
+    """Return the stat of the location, which must be a directory."""
+    try:
+        path_stat = Path(shown).stat()
+    except OSError as err:
+        raise _unavailable(shown, err, writing=False) from err
+    if not stat.S_ISDIR(path_stat.st_mode):
+        raise LocationUnavailableError(
+            f"{shown}: not a directory", "not_a_directory", path=shown
+        )
+    return path_stat
+
+
+def _check_mounted(
+    shown: str, mounted: bool, path_stat: os.stat_result, config_dir: str | None
+) -> None:
+    """Raise ``not_a_mount`` unless a share or disk is mounted there."""
+    if not mounted:
         raise LocationUnavailableError(
             f"{shown}: not a mount point (is the share mounted?)",
             "not_a_mount",
             path=shown,
         )
-    if require_mount and config_dir is not None:
-        _check_not_on_config_device(shown, path_stat, os.fspath(config_dir))
+    if config_dir is not None:
+        _check_not_on_config_device(shown, path_stat, config_dir)
 
+
+def _check_writable(
+    shown: str, real: str, vfs: os.statvfs_result, *, for_write: bool
+) -> bool | None:
+    """Return whether the location is writable: tested only ``for_write``.
+
+    False for a read-only mount; with ``for_write``, that raises
+    ``not_writable``, and so does a write test that fails.
+    """
     writable: bool | None = False if vfs.f_flag & os.ST_RDONLY else None
-    if for_write:
-        if writable is False:
-            raise LocationUnavailableError(
-                f"{shown}: mounted read-only", "not_writable", path=shown
-            )
-        try:
-            _write_test(real)
-        except OSError as err:
-            raise _unavailable(shown, err, writing=True) from err
-        writable = True
+    if not for_write:
+        return writable
+    if writable is False:
+        raise LocationUnavailableError(
+            f"{shown}: mounted read-only", "not_writable", path=shown
+        )
+    try:
+        _write_test(real)
+    except OSError as err:
+        raise _unavailable(shown, err, writing=True) from err
+    return True
 
-    free_bytes = vfs.f_bavail * vfs.f_frsize
-    total_bytes = vfs.f_blocks * vfs.f_frsize
+
+def _check_space(shown: str, free_bytes: int, needed_bytes: int) -> None:
+    """Raise InsufficientSpaceError unless ``needed_bytes`` and the reserve fit."""
     if needed_bytes > 0 and free_bytes < needed_bytes + SPACE_MARGIN_BYTES:
         raise InsufficientSpaceError(
             f"{shown}: {free_bytes} bytes free, {needed_bytes} needed"
@@ -430,14 +442,6 @@ def probe(
             free=str(free_bytes),
             needed=str(needed_bytes),
         )
-    return LocationStatus(
-        path=real,
-        mounted=mounted,
-        writable=writable,
-        free_bytes=free_bytes,
-        total_bytes=total_bytes,
-        file_system=None if holder is None else holder.file_system,
-    )
 
 
 def validate_location(
@@ -453,28 +457,7 @@ def validate_location(
     if not path or not Path(path).is_absolute():
         raise LocationConfigError(f"{path!r} is not an absolute path", "not_absolute")
     try:
-        path_stat = Path(path).stat()
-    except (FileNotFoundError, NotADirectoryError) as err:
-        raise LocationConfigError(f"{path}: not found", "not_found") from err
-    except OSError as err:
-        # Too long (a name or the whole path); no permission on the way
-        # there; otherwise (ENOTCONN, EIO, ESTALE, ...) a share whose
-        # connection is gone.
-        if err.errno == errno.ENAMETOOLONG:
-            reason = "path_too_long"
-        elif err.errno in _NOT_WRITABLE_ERRNOS:
-            reason = "not_writable"
-        else:
-            reason = "unreachable"
-        raise LocationConfigError(_describe(path, err), reason) from err
-    if not stat.S_ISDIR(path_stat.st_mode):
-        raise LocationConfigError(f"{path}: not a directory", "not_a_directory")
-    try:
-        # The probe also refuses the configuration directory, the system's
-        # folders in memory and a path too long, as before each operation.
-        return probe(
-            path, require_mount=require_mount, for_write=True, config_dir=config_dir
-        )
+        return _probe_new(path, require_mount=require_mount, config_dir=config_dir)
     except LocationUnavailableError as err:
         # probe's reasons are all config flow error keys too.
         raise LocationConfigError(str(err), err.location_reason) from err
@@ -483,6 +466,23 @@ def validate_location(
         raise LocationConfigError(str(err), "no_space") from err
     except BackupOffloadError as err:
         raise LocationConfigError(str(err), "unknown") from err
+
+
+def _probe_new(path: str, *, require_mount: bool, config_dir: str) -> LocationStatus:
+    """Probe a path entered in the config flow, for writing.
+
+    A permission refused on the way there is "not writable" here (the user
+    can fix that), where the probe of a location in use says "unreachable".
+    The probe also refuses the configuration directory, the system's folders
+    in memory and a path too long, as before each operation.
+    """
+    try:
+        Path(path).stat()
+    except OSError as err:
+        raise _unavailable(path, err, writing=True) from err
+    return probe(
+        path, require_mount=require_mount, for_write=True, config_dir=config_dir
+    )
 
 
 def _lstat_at(name: str, dir_fd: int) -> os.stat_result | None:

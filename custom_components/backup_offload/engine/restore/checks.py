@@ -78,6 +78,8 @@ _LIVE_FORBIDDEN_FILES: Final = (
 class RestoreInputError(BackupOffloadError):
     """The restore was asked for something it refuses (the caller's input)."""
 
+    caller_input = True
+
 
 class BackupTooNewError(RestoreInputError):
     """The backup was made by a newer Home Assistant than the running one."""

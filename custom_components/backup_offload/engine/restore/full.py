@@ -12,7 +12,6 @@ from __future__ import annotations
 from collections.abc import Callable
 import contextlib
 from dataclasses import dataclass
-import errno
 import hashlib
 import json
 import os
@@ -22,12 +21,8 @@ import tempfile
 from typing import Any
 
 from ..archive.read import CHUNK, VerifyResult, read_sidecar, verify_backup
-from ..errors import (
-    BackupOffloadError,
-    CorruptBackupError,
-    LocationUnavailableError,
-)
-from ..fileops import SPACE_ERRNOS, fsync_dir, read_error, remove_quietly, write_all
+from ..errors import BackupOffloadError, CorruptBackupError, LocationUnavailableError
+from ..fileops import Local, fsync_dir, os_error, read_error, remove_quietly, write_all
 from ..location import SPACE_MARGIN_BYTES
 from ..metadata import SIDECAR_SUFFIX, TEMP_PREFIX, BackupInfo, id_part
 from .checks import (
@@ -69,6 +64,9 @@ class Staged:
 
 # --- staging ------------------------------------------------------------------
 
+# Failures on this machine, where the restore is staged.
+_STAGING = Local(space=StagingSpaceError, failed=StagingError)
+
 
 def _free_bytes(path: Path) -> int:
     vfs = os.statvfs(path)
@@ -79,7 +77,7 @@ def _require_space(path: Path, needed: int, what: str) -> None:
     try:
         free = _free_bytes(path)
     except OSError as err:
-        raise StagingError(f"Checking the free space of {path} failed: {err}") from err
+        raise _space_check_error(err, path) from err
     if free < needed + SPACE_MARGIN_BYTES:
         raise StagingSpaceError(
             f"{what} needs {needed} bytes plus {SPACE_MARGIN_BYTES} in reserve"
@@ -94,7 +92,12 @@ def _file_system(path: Path) -> FileSystem:
     try:
         return FileSystem.of(path)
     except OSError as err:
-        raise StagingError(f"Checking the free space of {path} failed: {err}") from err
+        raise _space_check_error(err, path) from err
+
+
+def _space_check_error(err: OSError, path: Path) -> BackupOffloadError:
+    what = f"Checking the free space of {path} failed"
+    return os_error(err, what, writing=False, where=_STAGING)
 
 
 def _clearing(config_dir: Path, restore_database: bool, staged: Path) -> Clearing:
@@ -110,7 +113,8 @@ def _clearing(config_dir: Path, restore_database: bool, staged: Path) -> Clearin
             skip=[staged.relative_to(config_dir).as_posix()],
         )
     except OSError as err:
-        raise StagingError(f"Reading {config_dir} failed: {err}") from err
+        what = f"Reading {config_dir} failed"
+        raise os_error(err, what, writing=False, where=_STAGING) from err
 
 
 def _read_sidecar(path: Path) -> str | None:
@@ -118,19 +122,16 @@ def _read_sidecar(path: Path) -> str | None:
     try:
         return read_sidecar(path)
     except OSError as err:
-        raise LocationUnavailableError(
-            f"Reading {path.name}{SIDECAR_SUFFIX} failed: {err}",
-            location_reason="unreachable",
-        ) from err
+        raise read_error(_sidecar(path), err) from err
+
+
+def _sidecar(path: Path) -> Path:
+    return path.with_name(path.name + SIDECAR_SUFFIX)
 
 
 def _local_failure(err: OSError, what: str) -> BackupOffloadError:
-    """Return the typed error for an OSError while writing locally."""
-    code = errno.errorcode.get(err.errno or 0, "unknown error")
-    detail = f"{what}: {code} ({err.strerror or err})"
-    if err.errno in SPACE_ERRNOS:
-        return StagingSpaceError(detail, errno=code)
-    return StagingError(detail, errno=code)
+    """Return the typed error for an OSError while writing on this machine."""
+    return os_error(err, what, writing=True, where=_STAGING)
 
 
 def _copy(source: Path, target: Path) -> str:
@@ -218,39 +219,22 @@ def stage(
     created_dir = _ensure_dir(staging)
     token = secrets.token_hex(4)
     temp = staging / f"{TEMP_PREFIX}{id_part(backup.backup_id)}-{token}.tar.tmp"
-    temp_sidecar = temp.with_name(temp.name + SIDECAR_SUFFIX)
-    published = False
     try:
-        _require_space(staging, backup.size, "Copying the backup to this machine")
-        expected = _read_sidecar(source)
-        digest = _copy(source, temp)
-        _check_digest(backup, digest, expected)
-        _write_new(temp_sidecar, f"{digest}  {temp.name}\n".encode())
         sizer = ArchiveSizer(
             temp_block=_file_system(temp_dir).block,
             config_block=_file_system(config_dir).block,
             restore_database=restore_database,
         )
-        try:
-            verified = verify_backup(temp, password, sizer.add)
-        except LocationUnavailableError as err:
-            # The copy is local: a read error is this machine's problem.
-            raise StagingError(f"Reading the staged copy failed: {err}") from err
-        remove_quietly(temp_sidecar)
+        verified = _copy_verified(source, temp, backup, password, sizer)
         require_configuration(backup, holds=verified.configuration)
         _require_startup_space(
             temp, password, sizer, clearing, config_dir=config_dir, temp_dir=temp_dir
         )
-        try:
-            temp.replace(final)
-            published = True
-            fsync_dir(staging)
-        except OSError as err:
-            raise _local_failure(err, f"Renaming to {final}") from err
+        _publish(temp, final)
     except BaseException:
         # An older staged copy of the same backup may belong to a restore
-        # that is still pending: only our own file goes.
-        remove_quietly(temp, temp_sidecar, *([final] if published else []))
+        # that is still pending: only our own files go.
+        remove_quietly(temp, _sidecar(temp))
         if created_dir:
             with contextlib.suppress(OSError):
                 staging.rmdir()
@@ -262,6 +246,50 @@ def stage(
         verified=verified,
         created_dir=created_dir,
     )
+
+
+def _copy_verified(
+    source: Path,
+    temp: Path,
+    backup: BackupInfo,
+    password: str | None,
+    sizer: ArchiveSizer,
+) -> VerifyResult:
+    """Copy the backup to ``temp`` and verify the copy completely.
+
+    The copy must match the location's ``.sha256`` when there is one; the
+    verification (against a sidecar of the copy's own digest) measures the
+    archive for ``sizer``.
+    """
+    _require_space(temp.parent, backup.size, "Copying the backup to this machine")
+    expected = _read_sidecar(source)
+    digest = _copy(source, temp)
+    _check_digest(backup, digest, expected)
+    sidecar = _sidecar(temp)
+    try:
+        _write_new(sidecar, f"{digest}  {temp.name}\n".encode())
+    except OSError as err:
+        raise _local_failure(err, f"Writing {sidecar}") from err
+    try:
+        verified = verify_backup(temp, password, sizer.add)
+    except LocationUnavailableError as err:
+        # The copy is local: a read error is this machine's problem.
+        raise StagingError(f"Reading the staged copy failed: {err}") from err
+    remove_quietly(sidecar)
+    return verified
+
+
+def _publish(temp: Path, final: Path) -> None:
+    """Rename the verified copy to its final name durably, or leave nothing."""
+    try:
+        temp.replace(final)
+        try:
+            fsync_dir(final.parent)
+        except BaseException:
+            remove_quietly(final)
+            raise
+    except OSError as err:
+        raise _local_failure(err, f"Renaming to {final}") from err
 
 
 def _require_startup_space(

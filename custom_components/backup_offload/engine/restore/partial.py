@@ -17,7 +17,8 @@ import secrets
 import shutil
 
 from ..archive.extract import extract_backup
-from ..fileops import fsync_dir, remove_quietly
+from ..errors import BackupOffloadError
+from ..fileops import Local, fsync_dir, os_error, remove_quietly
 from ..metadata import TEMP_PREFIX, BackupInfo
 from .checks import (
     PARTIAL_PREFIX,
@@ -30,6 +31,9 @@ from .checks import (
     selector,
 )
 from .space import Budget, FileSystem
+
+# Failures in the configuration directory, which the files are restored to.
+_CONFIG = Local(space=RestoreWriteError, failed=RestoreWriteError)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -66,9 +70,8 @@ def extract_selected(
     try:
         budget = Budget(FileSystem.of(config_dir))
     except OSError as err:
-        raise RestoreWriteError(
-            f"Checking the free space of {config_dir} failed: {err}", restored="none"
-        ) from err
+        what = f"Checking the free space of {config_dir} failed"
+        raise _failure(err, what, writing=False, done=[]) from err
     chosen = selector(patterns)
     selected: set[str] = set()
 
@@ -159,14 +162,23 @@ def apply_files(extracted: Extracted, *, config_dir: Path) -> list[str]:
         for directory in directories:
             fsync_dir(directory)
     except OSError as err:
-        code = errno.errorcode.get(err.errno or 0, "unknown error")
-        raise RestoreWriteError(
-            f"Restoring into {config_dir} failed: {code} ({err.strerror or err})",
-            restored=", ".join(done) or "none",
-        ) from err
+        what = f"Restoring into {config_dir} failed"
+        raise _failure(err, what, writing=True, done=done) from err
     finally:
         shutil.rmtree(extracted.temp_dir, ignore_errors=True)
     return done
+
+
+def _failure(
+    err: OSError, what: str, *, writing: bool, done: list[str]
+) -> BackupOffloadError:
+    """Return the error of a failure in the configuration directory.
+
+    ``done``: the files restored already (the message lists them).
+    """
+    return os_error(
+        err, what, writing=writing, where=_CONFIG, restored=", ".join(done) or "none"
+    )
 
 
 def discard_extracted(extracted: Extracted) -> None:
