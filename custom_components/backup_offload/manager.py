@@ -62,8 +62,8 @@ from .engine.errors import (
     UnsupportedFormatError,
 )
 from .engine.listing import BackupScanner
-from .engine.location import LiveFiles
 from .engine.retention import in_future
+from .engine.temporary import LiveFiles
 from .models import DATA_LOCATIONS, DATA_RESTORE_FAILURES, DATA_RESTORING
 
 if TYPE_CHECKING:

@@ -32,11 +32,11 @@ from custom_components.backup_offload.engine.location import (
     SPACE_MARGIN_BYTES,
     LocationConfigError,
     LocationStatus,
-    cleanup_temporary,
     delete_backup,
     probe,
     validate_location,
 )
+from custom_components.backup_offload.engine.temporary import cleanup_temporary
 from tests import mounts
 
 TEMP_PREFIX = ".backup_offload_tmp."  # Stand-in for archive.TEMP_PREFIX.

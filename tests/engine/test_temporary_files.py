@@ -24,7 +24,7 @@ import pytest
 
 from custom_components.backup_offload.engine import (
     jobs,
-    location as location_module,
+    temporary as location_module,
     transfer as agent_files,
     worker,
 )
@@ -37,12 +37,12 @@ from custom_components.backup_offload.engine.errors import (
     LocationUnavailableError,
 )
 from custom_components.backup_offload.engine.listing import BackupScanner
-from custom_components.backup_offload.engine.location import (
-    PROBE_PREFIX,
+from custom_components.backup_offload.engine.location import PROBE_PREFIX
+from custom_components.backup_offload.engine.metadata import TEMP_PREFIX
+from custom_components.backup_offload.engine.temporary import (
     LiveFiles,
     cleanup_temporary,
 )
-from custom_components.backup_offload.engine.metadata import TEMP_PREFIX
 from tests import mounts
 from tests.locks import locked_by_another_process
 

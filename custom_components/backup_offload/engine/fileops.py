@@ -5,7 +5,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 import contextlib
+from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import Enum
 import errno
@@ -220,3 +222,25 @@ def remove_quietly(*paths: Path) -> None:
     for path in paths:
         with contextlib.suppress(OSError):
             path.unlink(missing_ok=True)
+
+
+@contextmanager
+def open_directory(path: str) -> Iterator[int]:
+    """Open a directory so that later calls work relative to that very directory.
+
+    Using the descriptor (``dir_fd``) means a share that is remounted or
+    swapped in the middle of an operation cannot redirect it elsewhere.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        yield fd
+    finally:
+        os.close(fd)
+
+
+def lstat_at(name: str, dir_fd: int) -> os.stat_result | None:
+    """Return the lstat of ``name`` in the directory, or None when missing."""
+    try:
+        return os.lstat(name, dir_fd=dir_fd)
+    except FileNotFoundError:
+        return None

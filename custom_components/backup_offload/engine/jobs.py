@@ -25,19 +25,13 @@ from .archive.create import CreateResult, create_backup, temporary_names
 from .archive.read import VerifyResult, verify_backup
 from .errors import BackupOffloadError
 from .listing import BackupScanner, ScanResult, find_backup
-from .location import (
-    PROBE_PREFIX,
-    LiveFiles,
-    LocationStatus,
-    cleanup_temporary,
-    delete_backup,
-    probe,
-)
+from .location import PROBE_PREFIX, LocationStatus, delete_backup, probe
 from .metadata import TEMP_PREFIX, BackupInfo
 from .restore.full import Staged, stage
 from .restore.partial import Extracted, extract_selected
 from .restore.preview import Preview, preview
 from .retention import select_for_deletion
+from .temporary import LiveFiles, cleanup_temporary
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

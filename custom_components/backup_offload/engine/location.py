@@ -13,18 +13,13 @@ that, and the other cases that make a location unusable, with a typed reason.
 
 from __future__ import annotations
 
-from collections.abc import Container, Iterable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import suppress
 from dataclasses import dataclass
-import errno
-import fcntl
 import os
 from pathlib import Path
 import re
 import secrets
 import stat
-import threading
-import time
 
 from .errors import (
     BackupNotFoundError,
@@ -32,7 +27,7 @@ from .errors import (
     InsufficientSpaceError,
     LocationUnavailableError,
 )
-from .fileops import Local, Place, os_error
+from .fileops import Local, Place, lstat_at, open_directory, os_error
 from .metadata import SIDECAR_SUFFIX, is_backup_file_name
 
 # Free space kept in reserve on top of the caller's estimate: the sidecar,
@@ -82,9 +77,7 @@ _UNEXPECTED = Local(space=BackupOffloadError, failed=BackupOffloadError)
 
 # How the cleanup opens a temporary file to test its lock: for writing, as
 # NFS grants an exclusive lock only on a descriptor open for writing.
-_PEEK_FLAGS = os.O_RDWR | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
 # ``flock`` answers of a file system that has no locks.
-_NO_LOCKS = frozenset({errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EINVAL})
 
 _MOUNTINFO_ESCAPE = re.compile(rb"\\([0-7]{3})")
 
@@ -206,20 +199,6 @@ def _is_mount_point(
     return table is not None and any(mount.point == path for mount in table)
 
 
-@contextmanager
-def _open_directory(path: str) -> Iterator[int]:
-    """Open a directory so that later calls work relative to that very directory.
-
-    Using the descriptor (``dir_fd``) means a share that is remounted or
-    swapped in the middle of an operation cannot redirect it elsewhere.
-    """
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        yield fd
-    finally:
-        os.close(fd)
-
-
 def _write_test(path: str) -> None:
     """Create, write, fsync and remove a hidden file; raise ``OSError`` if not.
 
@@ -228,7 +207,7 @@ def _write_test(path: str) -> None:
     The file is removed whatever happens.
     """
     name = f"{PROBE_PREFIX}{os.getpid()}.{secrets.token_hex(4)}"
-    with _open_directory(path) as dir_fd:
+    with open_directory(path) as dir_fd:
         fd = os.open(
             name,
             os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC,
@@ -485,14 +464,6 @@ def _probe_new(path: str, *, require_mount: bool, config_dir: str) -> LocationSt
     )
 
 
-def _lstat_at(name: str, dir_fd: int) -> os.stat_result | None:
-    """Return the lstat of ``name`` in the directory, or None when missing."""
-    try:
-        return os.lstat(name, dir_fd=dir_fd)
-    except FileNotFoundError:
-        return None
-
-
 def delete_backup(location: str | Path, filename: str) -> list[str]:
     """Delete a backup archive and its ``.sha256`` sidecar; return removed names.
 
@@ -508,8 +479,8 @@ def delete_backup(location: str | Path, filename: str) -> list[str]:
         )
     removed: list[str] = []
     try:
-        with _open_directory(loc) as dir_fd:
-            archive = _lstat_at(filename, dir_fd)
+        with open_directory(loc) as dir_fd:
+            archive = lstat_at(filename, dir_fd)
             if archive is None or not stat.S_ISREG(archive.st_mode):
                 what = "not found" if archive is None else "not a regular file"
                 raise BackupNotFoundError(
@@ -521,157 +492,10 @@ def delete_backup(location: str | Path, filename: str) -> list[str]:
             # checksum (ignored by listings), never a backup without its
             # checksum that looks complete.
             sidecar = filename + SIDECAR_SUFFIX
-            sidecar_stat = _lstat_at(sidecar, dir_fd)
+            sidecar_stat = lstat_at(sidecar, dir_fd)
             if sidecar_stat is not None and stat.S_ISREG(sidecar_stat.st_mode):
                 os.unlink(sidecar, dir_fd=dir_fd)
                 removed.append(sidecar)
     except OSError as err:
         raise _unavailable(loc, err, writing=True) from err
     return removed
-
-
-class LiveFiles:
-    """Names of the temporary files this process is writing in one location.
-
-    The cleanup skips them before it opens anything. Its lock test alone is
-    not enough for our own files: where the file system emulates ``flock``
-    with record locks (NFS), a lock held by this process does not keep
-    another descriptor of the same process out, and closing that descriptor
-    would even drop the writer's lock.
-    """
-
-    def __init__(self) -> None:
-        """Start with no file."""
-        self._names: set[str] = set()
-        self._lock = threading.Lock()
-
-    def __contains__(self, name: object) -> bool:
-        """Return True while ``name`` is being written."""
-        with self._lock:
-            return name in self._names
-
-    def add(self, *names: str) -> None:
-        """Mark ``names`` as being written (before they are created)."""
-        with self._lock:
-            self._names.update(names)
-
-    def discard(self, *names: str) -> None:
-        """Forget ``names`` (published, or removed)."""
-        with self._lock:
-            self._names.difference_update(names)
-
-    @contextmanager
-    def holding(self, *names: str) -> Iterator[None]:
-        """Mark ``names`` as being written for the duration of the block."""
-        self.add(*names)
-        try:
-            yield
-        finally:
-            self.discard(*names)
-
-
-def lock_temporary(fd: int) -> bool:
-    """Lock a temporary file being written: the cleanup skips it while ``fd`` is open.
-
-    Returns False where the file system has no locks (NFS without its lock
-    service answers ENOLCK): the file's fresh modification time protects it
-    there, as it protects every file in the moment between its creation and
-    this call.
-    """
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        return False
-    return True
-
-
-def _unlocked(fd: int) -> bool:
-    """Return False if a writer holds the file's lock (ours or another host's)."""
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return False
-    except OSError as err:
-        if err.errno in _NO_LOCKS:
-            return True  # No locks here: the age alone decides.
-        raise
-    return True
-
-
-def _open_for_lock(name: str, dir_fd: int) -> int | None:
-    """Open a temporary file to test its lock; None if it is not ours to judge."""
-    try:
-        # Never follow a link, never wait (a FIFO planted under our prefix).
-        return os.open(name, _PEEK_FLAGS, dir_fd=dir_fd)
-    except FileNotFoundError:
-        return None
-    except OSError as err:
-        if err.errno in (errno.ELOOP, errno.EACCES, errno.EPERM):
-            # Replaced by a link meanwhile, or another user's file (another
-            # Home Assistant's, on a share that squashes root): not ours.
-            return None
-        raise
-
-
-def _remove_if_stale(name: str, dir_fd: int, deadline: float) -> bool:
-    """Remove one temporary file if it is a regular file, old, and not locked."""
-    info = _lstat_at(name, dir_fd)
-    if info is None or not stat.S_ISREG(info.st_mode) or info.st_mtime >= deadline:
-        return False
-    fd = _open_for_lock(name, dir_fd)
-    if fd is None:
-        return False
-    try:
-        opened = os.fstat(fd)
-        if (opened.st_dev, opened.st_ino) != (info.st_dev, info.st_ino):
-            return False  # Replaced meanwhile: judged at the next refresh.
-        if not _unlocked(fd):
-            return False
-        os.unlink(name, dir_fd=dir_fd)
-    except FileNotFoundError:
-        return False  # Removed meanwhile by someone else: fine.
-    finally:
-        os.close(fd)
-    return True
-
-
-def cleanup_temporary(
-    location: str | Path,
-    *,
-    prefix: str | tuple[str, ...],
-    older_than: float = 3600.0,
-    now: float | None = None,
-    names: Iterable[str] | None = None,
-    keep: Container[str] = (),
-) -> list[str]:
-    """Remove stale temporary files a crash left in the location root.
-
-    Removes only regular files whose name starts with ``prefix`` (the archive
-    writer's temporary prefix, ``PROBE_PREFIX``, or a tuple of them), whose
-    modification time is more than ``older_than`` seconds before ``now``, and
-    whose lock no writer holds: a backup that this or another Home Assistant
-    is still writing keeps its file locked (``lock_temporary``), however
-    long it pauses. Where the file system has no locks, the age decides
-    alone. Names in ``keep`` (the files this process writes) are not even
-    opened. ``names`` are the directory's entries if the caller has just
-    listed it; else the directory is listed. Returns the removed names.
-    """
-    prefixes = (prefix,) if isinstance(prefix, str) else prefix
-    for one in prefixes:
-        if not one or "/" in one:
-            raise ValueError(f"invalid temporary file prefix {one!r}")
-    loc = os.fspath(location)
-    deadline = (time.time() if now is None else now) - older_than
-    try:
-        with _open_directory(loc) as dir_fd:
-            candidates = os.listdir(dir_fd) if names is None else names  # noqa: PTH208
-            removed = [
-                name
-                for name in candidates
-                if name.startswith(prefixes)
-                and name not in keep
-                and _remove_if_stale(name, dir_fd, deadline)
-            ]
-    except OSError as err:
-        raise _unavailable(loc, err, writing=True) from err
-    return sorted(removed)

@@ -35,7 +35,6 @@ from .errors import (
 from .fileops import fsync_dir, open_regular, read_error, write_error
 from .jobs import Location, LocationState, probe_location, state_of
 from .listing import find_backup
-from .location import LiveFiles, lock_temporary
 from .metadata import (
     SIDECAR_SUFFIX,
     TEMP_PREFIX,
@@ -45,6 +44,7 @@ from .metadata import (
     parse_date,
     read_backup_info,
 )
+from .temporary import LiveFiles, lock_temporary
 from .validation import is_valid_backup_id
 
 if TYPE_CHECKING:

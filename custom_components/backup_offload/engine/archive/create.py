@@ -35,7 +35,6 @@ from ..errors import (
 )
 from ..fileops import fsync_dir, write_error
 from ..gil import responsive_call
-from ..location import lock_temporary
 from ..metadata import (
     BACKUP_JSON_MEMBER,
     EXTRA_KEY,
@@ -50,6 +49,7 @@ from ..metadata import (
     id_part,
     parse_backup_json,
 )
+from ..temporary import lock_temporary
 from . import contents as snapshot
 from .contents import CHUNK, Entry, Kind, Plan, SourceError
 from .excludes import build_matcher, exclude_patterns, normalize_pattern
