@@ -39,7 +39,7 @@ from .errors import (
     LocationUnavailableError,
     printable,
 )
-from .fileops import file_kind
+from .fileops import Place, file_kind, os_error
 from .gil import responsive_call
 from .metadata import BackupInfo, is_backup_file_name, parse_date, read_backup_info
 
@@ -144,7 +144,9 @@ class BackupScanner:
         keep: dict[str, tuple[_Key, BackupInfo | str]] = {}
         for entry, looked in zip(entries, _map(look, entries), strict=True):
             if isinstance(looked, OSError):
-                raise _unreachable(location, looked) from looked
+                raise os_error(
+                    looked, str(location / entry.name), writing=False
+                ) from looked
             if looked is None:
                 continue
             key, outcome = looked
@@ -219,23 +221,13 @@ def _list_entries(location: Path) -> tuple[list[os.DirEntry[str]], list[str]]:
                     candidates.append(entry)
                 elif entry.name.startswith("."):
                     hidden.append(entry.name)
-    except FileNotFoundError as err:
-        raise LocationUnavailableError(
-            f"{location} does not exist", location_reason="not_found"
-        ) from err
     except NotADirectoryError as err:
         raise LocationUnavailableError(
             f"{location} is not a directory", location_reason="not_a_directory"
         ) from err
     except OSError as err:
-        raise _unreachable(location, err) from err
+        raise os_error(err, str(location), writing=False, where=Place.LOCATION) from err
     return candidates, hidden
-
-
-def _unreachable(location: Path, err: OSError) -> LocationUnavailableError:
-    return LocationUnavailableError(
-        f"Listing {location} failed: {err}", location_reason="unreachable"
-    )
 
 
 def find_backup(
