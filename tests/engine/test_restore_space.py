@@ -29,6 +29,7 @@ from typing import Any
 
 import pytest
 
+from custom_components.backup_offload.engine import location as location_module
 from custom_components.backup_offload.engine.archive.read import verify_backup
 from custom_components.backup_offload.engine.errors import (
     BackupNotFoundError,
@@ -54,6 +55,7 @@ from custom_components.backup_offload.engine.restore.checks import (
     StartupInodesError,
     StartupSpaceError,
 )
+from custom_components.backup_offload.engine.seen import SeenSet
 from tests import mounts
 
 from .helpers import backup_json, build_archive, make_backup, member, tree, write
@@ -387,7 +389,7 @@ def test_config_home_assistant_cannot_empty_is_refused(
         assert err.value.placeholders["path"] == "www/media"
         # Without the mount table, the device number shows it.
         with monkeypatch.context() as patch:
-            patch.setattr(restore_space, "_MOUNTINFO", str(tmp_path / "none"))
+            patch.setattr(location_module, "MOUNTINFO", str(tmp_path / "none"))
             with pytest.raises(ConfigNotClearableError):
                 stage_it(path, info, target)
     (target / "backups").unlink()
@@ -572,9 +574,9 @@ def test_mount_table(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         "24 1 0:23 / /configuration rw - tmpfs tmpfs rw\n"
         "short line\n"
     )
-    monkeypatch.setattr(restore_space, "_MOUNTINFO", str(table))
+    monkeypatch.setattr(location_module, "MOUNTINFO", str(table))
     assert restore_space._mount_points("/config") == {"/config/my media"}
-    monkeypatch.setattr(restore_space, "_MOUNTINFO", str(tmp_path / "none"))
+    monkeypatch.setattr(location_module, "MOUNTINFO", str(tmp_path / "none"))
     assert restore_space._mount_points("/config") == set()
 
 
@@ -585,13 +587,17 @@ def test_outer_usage_of_a_missing_file(tmp_path: Path) -> None:
 
 def test_seen_set() -> None:
     """Exact up to its limit; after that it never forgets a name."""
-    seen = restore_space.SeenSet(exact=10, bits=1 << 16)
+    seen = SeenSet(exact=10, bits=1 << 16)
     assert all(seen.add(f"name {i}") for i in range(10))
     assert not seen.add("name 3")
+    assert "name 3" in seen
+    assert "name 10" not in seen
     new = sum(seen.add(f"other {i}") for i in range(1000))
     assert new > 990
     assert not any(seen.add(f"name {i}") for i in range(10))
     assert not any(seen.add(f"other {i}") for i in range(1000))
+    assert all(f"other {i}" in seen for i in range(1000))
+    assert 3 not in seen
 
 
 def test_readable() -> None:

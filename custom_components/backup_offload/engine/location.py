@@ -117,7 +117,7 @@ class LocationStatus:
 
 
 @dataclass(frozen=True, slots=True)
-class _Mount:
+class Mount:
     """One line of the mount table."""
 
     point: bytes
@@ -139,7 +139,7 @@ def _unescape_mountinfo(field: bytes) -> bytes:
     return _MOUNTINFO_ESCAPE.sub(lambda m: bytes([int(m.group(1), 8)]), field)
 
 
-def _mount_table() -> list[_Mount] | None:
+def mount_table() -> list[Mount] | None:
     """Return the mounts of this mount namespace in mount order, or None.
 
     Mount points are bytes, because they are not necessarily valid UTF-8.
@@ -149,7 +149,7 @@ def _mount_table() -> list[_Mount] | None:
     except OSError:
         # No /proc (unusual chroot): fall back to the device comparison alone.
         return None
-    mounts: list[_Mount] = []
+    mounts: list[Mount] = []
     for line in content.splitlines():
         fields = line.split(b" ")
         if len(fields) <= 4:
@@ -160,7 +160,7 @@ def _mount_table() -> list[_Mount] | None:
         except (ValueError, IndexError):
             file_system = b""
         mounts.append(
-            _Mount(
+            Mount(
                 _unescape_mountinfo(fields[4]),
                 os.fsdecode(_unescape_mountinfo(file_system)),
             )
@@ -168,13 +168,13 @@ def _mount_table() -> list[_Mount] | None:
     return mounts
 
 
-def _holding_mount(real_path: str, table: list[_Mount] | None) -> _Mount | None:
+def _holding_mount(real_path: str, table: list[Mount] | None) -> Mount | None:
     """Return the mount that holds ``real_path``: the longest mount point above it.
 
     Of mounts stacked on one point the last listed is the visible one.
     """
     path = os.fsencode(real_path)
-    holder: _Mount | None = None
+    holder: Mount | None = None
     for mount in table or ():
         if _contains(mount.point, path) and (
             holder is None or len(mount.point) >= len(holder.point)
@@ -184,7 +184,7 @@ def _holding_mount(real_path: str, table: list[_Mount] | None) -> _Mount | None:
 
 
 def _is_mount_point(
-    real_path: str, path_stat: os.stat_result, table: list[_Mount] | None
+    real_path: str, path_stat: os.stat_result, table: list[Mount] | None
 ) -> bool:
     """Return True when ``real_path`` (no symlinks) is a mount point.
 
@@ -246,7 +246,7 @@ def _check_not_on_config_device(
 
 
 def _check_place(
-    shown: str, real: str, holder: _Mount | None, config_dir: str | None
+    shown: str, real: str, holder: Mount | None, config_dir: str | None
 ) -> None:
     """Refuse a real path that is not a place for backups, whatever it is called.
 
@@ -282,7 +282,7 @@ def _check_place(
         )
 
 
-def _in_system_folder(real: str, holder: _Mount | None) -> bool:
+def _in_system_folder(real: str, holder: Mount | None) -> bool:
     """Return True for devtmpfs and the system's folders in memory."""
     if holder is not None and holder.file_system == "devtmpfs":
         return True
@@ -336,7 +336,7 @@ def probe(
     config = None if config_dir is None else os.fspath(config_dir)
     path_stat = _stat_directory(shown)
     real = os.path.realpath(shown)
-    table = _mount_table()
+    table = mount_table()
     holder = _holding_mount(real, table)
     _check_place(shown, real, holder, config)
     try:

@@ -26,6 +26,7 @@ grow with the number of members, only with the number of links.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 import math
 import re
@@ -33,11 +34,13 @@ import tarfile
 from typing import Final
 
 from ..errors import InvalidBackupError, UnsafeArchiveError
+from ..seen import SeenSet
 
 _MAX_LINK_DEPTH: Final = 40  # like the kernel's limit on nested symlinks
 MAX_LINKS: Final = 100_000
 """Links an archive may hold (each is kept in memory until the end)."""
 _KEPT: Final = 20  # problems remembered for the message
+_FILES_EXACT: Final = 20_000  # file names remembered exactly (hard-link targets)
 _SHOWN: Final = 5  # problems named in the message
 _MAX_NAME_BYTES: Final = 255  # one path component, as Linux file systems allow
 _MAX_MTIME: Final = 2**40  # far beyond any real date, within every time_t
@@ -130,8 +133,8 @@ class OuterLayout:
 # --- inner archive ------------------------------------------------------------
 
 
-def _resolve(
-    parts: list[str], links: dict[str, str], *, follow_last: bool, depth: int = 0
+def resolve(
+    parts: list[str], links: Mapping[str, str], *, follow_last: bool, depth: int = 0
 ) -> list[str] | None:
     """Return the path's components inside the root, None if it escapes."""
     stack: list[str] = []
@@ -151,7 +154,7 @@ def _resolve(
                 continue
             if target.startswith("/") or depth >= _MAX_LINK_DEPTH:
                 return None
-            through = _resolve(
+            through = resolve(
                 [*stack[:-1], *target.split("/")],
                 links,
                 follow_last=True,
@@ -168,7 +171,7 @@ def escapes(parts: list[str], links: dict[str, str], *, follow_last: bool) -> bo
 
     ``links`` maps symlink paths (relative to the root) to their targets.
     """
-    return _resolve(parts, links, follow_last=follow_last) is None
+    return resolve(parts, links, follow_last=follow_last) is None
 
 
 def link_escapes(rel: str, target: str, links: dict[str, str]) -> bool:
@@ -184,12 +187,10 @@ def link_loops(rel: str, target: str, links: dict[str, str]) -> bool:
     Home Assistant's restore copies what a link points to: such a link would
     be copied into itself, again and again.
     """
-    parent = _resolve(rel.split("/")[:-1], links, follow_last=True)
+    parent = resolve(rel.split("/")[:-1], links, follow_last=True)
     if parent is None or target.startswith("/"):
         return False
-    resolved = _resolve(
-        rel.split("/")[:-1] + target.split("/"), links, follow_last=True
-    )
+    resolved = resolve(rel.split("/")[:-1] + target.split("/"), links, follow_last=True)
     return resolved is not None and parent[: len(resolved)] == resolved
 
 
@@ -199,32 +200,6 @@ def _too_long(part: str) -> bool:
 
 def _inside(resolved: list[str] | None, root: list[str]) -> bool:
     return resolved is not None and resolved[: len(root)] == root
-
-
-class _Seen:
-    """Which names were seen, in constant memory (a Bloom filter).
-
-    It never forgets a name it saw; among a million names it wrongly claims
-    about one in 250 unseen ones. Used to refuse a hard link whose target did
-    not come first: a target it wrongly claims is refused by the extraction.
-    """
-
-    _BITS: Final = 1 << 24
-    _MASK: Final = _BITS - 1
-
-    def __init__(self) -> None:
-        self._bits = bytearray(self._BITS // 8)
-
-    def _indices(self, name: str) -> tuple[int, int, int]:
-        h = hash(name) & 0xFFFFFFFFFFFFFFFF
-        return h & self._MASK, (h >> 24) & self._MASK, (h >> 40) & self._MASK
-
-    def add(self, name: str) -> None:
-        for index in self._indices(name):
-            self._bits[index >> 3] |= 1 << (index & 7)
-
-    def __contains__(self, name: str) -> bool:
-        return all(self._bits[i >> 3] & (1 << (i & 7)) for i in self._indices(name))
 
 
 @dataclass(slots=True)
@@ -243,7 +218,9 @@ class SafetyCheck:
     _root_parts: list[str] = field(default_factory=list)
     _links: dict[str, str] = field(default_factory=dict)
     _hardlinks: dict[str, str] = field(default_factory=dict)
-    _files: _Seen = field(default_factory=_Seen)
+    _files: SeenSet = field(
+        default_factory=lambda: SeenSet(exact=_FILES_EXACT, bits=1 << 24)
+    )
     _checked_dir: tuple[str, int] | None = None
     """The last directory found safe, and how many links there were then."""
 
@@ -323,7 +300,7 @@ class SafetyCheck:
         directory = "/".join(parts[:-1])
         if self._checked_dir == (directory, len(self._links)):
             return True  # members come directory by directory
-        resolved = _resolve(parts[:-1], self._links, follow_last=True)
+        resolved = resolve(parts[:-1], self._links, follow_last=True)
         ok = resolved is not None and (
             not in_root or _inside(resolved, self._root_parts)
         )
@@ -358,7 +335,7 @@ class SafetyCheck:
             resolved = (
                 None
                 if target.startswith("/")
-                else _resolve(
+                else resolve(
                     [*parts[:-1], *target.split("/")], self._links, follow_last=True
                 )
             )
@@ -371,7 +348,7 @@ class SafetyCheck:
                     f"{path}: symlink to {target} leads to a directory that holds it"
                 )
         for path, target in self._hardlinks.items():
-            resolved = _resolve(target.split("/"), self._links, follow_last=True)
+            resolved = resolve(target.split("/"), self._links, follow_last=True)
             if resolved is None or (
                 path.split("/")[: len(root)] == root and not _inside(resolved, root)
             ):

@@ -36,6 +36,7 @@ from ..archive.safety import SafetyCheck
 from ..archive.tarstream import member_chunks
 from ..errors import BackupOffloadError
 from ..metadata import BackupInfo
+from ..seen import SeenSet
 from .checks import (
     STAGING_DIR,
     RestorePathError,
@@ -52,7 +53,6 @@ from .space import (
     ArchiveSizer,
     Budget,
     FileSystem,
-    SeenSet,
     SpaceNeed,
     Usage,
     blocks,

@@ -40,9 +40,11 @@ from typing import Final
 
 from ..archive.excludes import ARCHIVE_ROOT
 from ..archive.read import each_member, is_homeassistant, read_archive
+from ..archive.safety import resolve
 from ..errors import BackupOffloadError
 from ..fileops import read_error
-from ..location import SPACE_MARGIN_BYTES
+from ..location import SPACE_MARGIN_BYTES, mount_table
+from ..seen import SeenSet
 from .checks import (
     DATABASE_FILES,
     KEEP_ALWAYS,
@@ -63,8 +65,6 @@ DIRECTORIES_EXACT = 20_000
 """Directories remembered exactly; beyond, in a 2 MiB Bloom filter."""
 _INLINE_SYMLINK: Final = 60  # ext4 keeps a shorter target in the inode itself
 _DIRENT_HEADER: Final = 8  # an ext4 directory entry: 8 bytes and the name
-_MAX_LINK_DEPTH: Final = 40  # like the kernel's limit on nested symlinks
-_MOUNTINFO: Final = "/proc/self/mountinfo"
 
 
 def blocks(size: int, block: int) -> int:
@@ -200,61 +200,6 @@ class SpaceNeed:
         return self.fits_bytes and self.fits_inodes
 
 
-# --- remembering names in bounded memory --------------------------------------
-
-
-_MASK64: Final = (1 << 64) - 1
-_ODD: Final = 0x9E3779B97F4A7C15  # spreads a hash into a second one
-
-
-class SeenSet:
-    """The names seen so far, in memory that stops growing.
-
-    Exact up to ``exact`` names; beyond, a Bloom filter of ``bits`` bits
-    (``bits // 8`` bytes), which never forgets a name but may, rarely, take
-    a new one for one it saw.
-    """
-
-    def __init__(self, *, exact: int, bits: int, hashes: int = 6) -> None:
-        """Start empty."""
-        self._exact = exact
-        self._names: set[str] | None = set()
-        self._bits = bytearray()
-        self._mask = bits - 1  # bits is a power of two
-        self._hashes = hashes
-
-    def add(self, name: str) -> bool:
-        """Add ``name``; return whether it was new."""
-        names = self._names
-        if names is not None:
-            if name in names:
-                return False
-            names.add(name)
-            if len(names) > self._exact:
-                self._to_filter(names)
-            return True
-        return self._set_bits(name)
-
-    def _to_filter(self, names: set[str]) -> None:
-        self._names = None
-        self._bits = bytearray((self._mask + 1) // 8)
-        for name in names:
-            self._set_bits(name)
-
-    def _set_bits(self, name: str) -> bool:
-        first = hash(name) & _MASK64
-        step = ((first * _ODD) & _MASK64) >> 20 | 1
-        bits = self._bits
-        new = False
-        for index in range(self._hashes):
-            bit = (first + index * step) & self._mask
-            byte, flag = bit >> 3, 1 << (bit & 7)
-            if not bits[byte] & flag:
-                bits[byte] |= flag
-                new = True
-        return new
-
-
 class _Directories:
     """Which directories extraction creates, also those the archive leaves out.
 
@@ -285,32 +230,14 @@ class _Directories:
 # --- the archive ----------------------------------------------------------------
 
 
-def _resolve(parts: list[str], links: Mapping[str, str], depth: int = 0) -> str | None:
+def _resolve(parts: list[str], links: Mapping[str, str]) -> str | None:
     """Return where a path leads once the archive's symlinks are followed.
 
     ``links`` maps symlink paths to their targets, relative to one root;
     None when the path leaves the root or the links nest too deep.
     """
-    stack: list[str] = []
-    for part in parts:
-        if part in ("", "."):
-            continue
-        if part == "..":
-            if not stack:
-                return None
-            stack.pop()
-            continue
-        stack.append(part)
-        target = links.get("/".join(stack))
-        if target is None:
-            continue
-        if target.startswith("/") or depth >= _MAX_LINK_DEPTH:
-            return None
-        through = _resolve([*stack[:-1], *target.split("/")], links, depth + 1)
-        if through is None:
-            return None
-        stack = through.split("/") if through else []
-    return "/".join(stack)
+    resolved = resolve(parts, links, follow_last=True)
+    return None if resolved is None else "/".join(resolved)
 
 
 def _ancestors(rel: str) -> Iterator[tuple[str, str]]:
@@ -555,36 +482,16 @@ class Clearing:
 
 
 def _mount_points(root: str) -> set[str]:
-    """Return the mount points inside ``root`` (a real path), as far as known."""
-    found: set[str] = set()
-    try:
-        with open(_MOUNTINFO, encoding="utf-8", errors="surrogateescape") as table:  # noqa: PTH123
-            for line in table:
-                fields = line.split(" ")
-                if len(fields) > 4:
-                    point = _unescape(fields[4])
-                    if point.startswith(root + "/"):
-                        found.add(point)
-    except OSError:  # no /proc: the device numbers still show most mounts
-        pass
-    return found
+    """Return the mount points inside ``root`` (a real path), as far as known.
 
-
-def _unescape(text: str) -> str:
-    r"""Return a mount table path with its octal escapes (``\040``) decoded."""
-    if "\\" not in text:
-        return text
-    raw = text.encode("utf-8", "surrogateescape")
-    out = bytearray()
-    index = 0
-    while index < len(raw):
-        if raw[index : index + 1] == b"\\" and raw[index + 1 : index + 4].isdigit():
-            out.append(int(raw[index + 1 : index + 4], 8))
-            index += 4
-        else:
-            out.append(raw[index])
-            index += 1
-    return out.decode("utf-8", "surrogateescape")
+    Without /proc the device numbers still show most mounts.
+    """
+    prefix = os.fsencode(root) + b"/"
+    return {
+        os.fsdecode(mount.point)
+        for mount in mount_table() or ()
+        if mount.point.startswith(prefix)
+    }
 
 
 def _lstat(path: str) -> os.stat_result | None:
