@@ -40,7 +40,6 @@ _MAX_LINK_DEPTH: Final = 40  # like the kernel's limit on nested symlinks
 MAX_LINKS: Final = 100_000
 """Links an archive may hold (each is kept in memory until the end)."""
 _KEPT: Final = 20  # problems remembered for the message
-_FILES_EXACT: Final = 20_000  # file names remembered exactly (hard-link targets)
 _SHOWN: Final = 5  # problems named in the message
 _MAX_NAME_BYTES: Final = 255  # one path component, as Linux file systems allow
 _MAX_MTIME: Final = 2**40  # far beyond any real date, within every time_t
@@ -219,7 +218,9 @@ class SafetyCheck:
     _links: dict[str, str] = field(default_factory=dict)
     _hardlinks: dict[str, str] = field(default_factory=dict)
     _files: SeenSet = field(
-        default_factory=lambda: SeenSet(exact=_FILES_EXACT, bits=1 << 24)
+        # Only asked for hard links' targets: a filter from the first name on
+        # (2 MiB); a target it wrongly claims is refused by the extraction.
+        default_factory=lambda: SeenSet(exact=0, bits=1 << 24)
     )
     _checked_dir: tuple[str, int] | None = None
     """The last directory found safe, and how many links there were then."""
