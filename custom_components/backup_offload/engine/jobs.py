@@ -229,6 +229,16 @@ def delete(
     return backup, listed(location, status)
 
 
+def _found(
+    location: Location, backup_id: str, checked: Callable[[], None]
+) -> tuple[BackupInfo, Path]:
+    """Probe the location (then ``checked()``) and find one backup in it."""
+    probe_location(location)
+    checked()
+    backup = find_backup(location.path, backup_id, location.scanner)
+    return backup, location.path / backup.file
+
+
 def verify(
     location: Location,
     backup_id: str,
@@ -236,10 +246,8 @@ def verify(
     checked: Callable[[], None],
 ) -> tuple[BackupInfo, VerifyResult]:
     """Probe, then read the whole backup: decrypt, decompress, checksum."""
-    probe_location(location)
-    checked()
-    backup = find_backup(location.path, backup_id, location.scanner)
-    return backup, worker.run(verify_backup, location.path / backup.file, password)
+    backup, path = _found(location, backup_id, checked)
+    return backup, worker.run(verify_backup, path, password)
 
 
 def purge(
@@ -250,11 +258,6 @@ def purge(
     checked()
     purged = _purge(location, retention)
     return purged, listed(location, status)
-
-
-def _found(location: Location, backup_id: str) -> tuple[BackupInfo, Path]:
-    backup = find_backup(location.path, backup_id, location.scanner)
-    return backup, location.path / backup.file
 
 
 def restore_stage(
@@ -273,9 +276,7 @@ def restore_stage(
     and everything else reads the local copy. ``temp_dir`` is Home
     Assistant's temporary directory (where its restore unpacks the backup).
     """
-    probe_location(location)
-    checked()
-    backup, path = _found(location, backup_id)
+    backup, path = _found(location, backup_id, checked)
     return worker.run(
         stage,
         path,
@@ -300,9 +301,7 @@ def restore_preview(
     temp_dir: Path,
 ) -> tuple[BackupInfo, Preview]:
     """Probe, find the backup, and report what restoring it would change."""
-    probe_location(location)
-    checked()
-    backup, path = _found(location, backup_id)
+    backup, path = _found(location, backup_id, checked)
     return backup, worker.run(
         preview,
         path,
@@ -325,9 +324,7 @@ def restore_extract(
     patterns: Sequence[str],
 ) -> Extracted:
     """Probe, find the backup, and extract the chosen files next to the config."""
-    probe_location(location)
-    checked()
-    backup, path = _found(location, backup_id)
+    backup, path = _found(location, backup_id, checked)
     return worker.run(
         extract_selected,
         path,
