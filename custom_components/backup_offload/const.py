@@ -18,6 +18,11 @@ CONF_REQUIRE_MOUNT: Final = "require_mount"
 CONF_PASSWORD: Final = "password"  # noqa: S105
 CONF_KEEP_COUNT: Final = "keep_count"
 CONF_KEEP_DAYS: Final = "keep_days"
+CONF_KEEP_DAILY: Final = "keep_daily"
+CONF_KEEP_WEEKLY: Final = "keep_weekly"
+CONF_KEEP_MONTHLY: Final = "keep_monthly"
+CONF_KEEP_YEARLY: Final = "keep_yearly"
+CONF_OVERDUE_HOURS: Final = "overdue_hours"
 CONF_INCLUDE_DATABASE: Final = "include_database"
 CONF_EXCLUDE: Final = "exclude"
 CONF_COMPRESS: Final = "compress"
@@ -25,6 +30,8 @@ CONF_COMPRESS: Final = "compress"
 DEFAULT_REQUIRE_MOUNT: Final = True
 DEFAULT_KEEP_COUNT: Final = 0
 DEFAULT_KEEP_DAYS: Final = 0
+DEFAULT_KEEP_GENERATIONS: Final = 0
+DEFAULT_OVERDUE_HOURS: Final = 0
 DEFAULT_INCLUDE_DATABASE: Final = True
 DEFAULT_COMPRESS: Final = True
 
@@ -49,6 +56,8 @@ EVENT_BACKUP_FAILED: Final = f"{DOMAIN}_backup_failed"
 EVENT_BACKUP_DELETED: Final = f"{DOMAIN}_backup_deleted"
 EVENT_RESTORE_STARTED: Final = f"{DOMAIN}_restore_started"
 EVENT_RESTORE_FAILED: Final = f"{DOMAIN}_restore_failed"
+EVENT_BACKUP_OVERDUE: Final = f"{DOMAIN}_backup_overdue"
+EVENT_BACKUP_COPIED: Final = f"{DOMAIN}_backup_copied"
 
 # Repair issues of a restore that failed at startup.
 ISSUE_RESTORE_FAILED: Final = "restore_failed"
@@ -64,3 +73,4 @@ class OperationState(StrEnum):
     VERIFYING = "verifying"
     DELETING = "deleting"
     PURGING = "purging"
+    COPYING = "copying"
