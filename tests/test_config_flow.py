@@ -431,6 +431,8 @@ async def test_options(hass: HomeAssistant, init_integration: MockConfigEntry) -
     )
     assert result["type"] is FlowResultType.FORM
     assert result["errors"] == {CONF_EXCLUDE: "invalid_glob"}
+    # The form names the pattern that is wrong.
+    assert result["description_placeholders"] == {"pattern": "../etc/*"}
 
     result = await hass.config_entries.options.async_configure(
         result["flow_id"], {**options, CONF_EXCLUDE: [" www/cameras/** "]}

@@ -27,7 +27,7 @@ DIAGNOSTIC = "diagnostic"
 EXPECTED = {
     "sensor.nas_state": ("state", "enum", None, None),
     "sensor.nas_last_backup": ("last_backup", "timestamp", None, None),
-    "sensor.nas_last_backup_size": ("last_backup_size", "data_size", DIAGNOSTIC, "GiB"),
+    "sensor.nas_last_backup_size": ("last_backup_size", "data_size", DIAGNOSTIC, "MiB"),
     "sensor.nas_used_space": ("used_space", "data_size", "diagnostic", "GiB"),
     "sensor.nas_free_space": ("free_space", "data_size", "diagnostic", "GiB"),
     "sensor.nas_backups": ("backup_count", None, None, "backups"),
@@ -76,7 +76,10 @@ async def test_states_after_backup(
     assert hass.states.get("sensor.nas_backups").state == "0"
     assert hass.states.get("sensor.nas_last_backup").state == "unknown"
     assert hass.states.get("sensor.nas_state").state == "idle"
-    assert hass.states.get("sensor.nas_state").attributes["progress"] is None
+    # Attributes that do not apply are left out ("Unknown" in the dialog).
+    assert "progress" not in hass.states.get("sensor.nas_state").attributes
+    assert "error" not in hass.states.get("sensor.nas_last_failure").attributes
+    assert "reason" not in hass.states.get("binary_sensor.nas_connected").attributes
     assert float(hass.states.get("sensor.nas_free_space").state) > 0
 
     await hass.services.async_call(
@@ -84,9 +87,11 @@ async def test_states_after_backup(
     )
     assert hass.states.get("sensor.nas_backups").state == "1"
     assert hass.states.get("sensor.nas_last_backup").state != "unknown"
-    assert float(hass.states.get("sensor.nas_last_backup_size").state) > 0
-    assert hass.states.get("sensor.nas_used_space").state == (
-        hass.states.get("sensor.nas_last_backup_size").state
+    backup_mib = float(hass.states.get("sensor.nas_last_backup_size").state)
+    assert backup_mib > 0
+    # The same bytes, one in MiB and the other in GiB.
+    assert float(hass.states.get("sensor.nas_used_space").state) * 1024 == (
+        pytest.approx(backup_mib)
     )
     assert hass.states.get("sensor.nas_last_failure").state == "unknown"
     assert hass.states.get("binary_sensor.nas_connected").state == "on"
@@ -187,7 +192,12 @@ async def test_location_swapped_for_link_into_config(
     with pytest.raises(HomeAssistantError) as err:
         await call(hass, "create", init_integration)
     assert err.value.translation_key == "location_inside_config"
-    assert "leads into the Home Assistant configuration directory" in str(err.value)
+    # The location, what is wrong and what to do, each once.
+    message = str(err.value)
+    assert message.startswith("Location NAS is unavailable: it leads to ")
+    assert "inside the configuration directory" in message
+    assert message.count("Reconfigure") == 1
+    assert message.count(str(location_dir)) == 0
     assert await run(hass, _tree, ha_config_dir) == before
 
     connected = hass.states.get("binary_sensor.nas_connected")

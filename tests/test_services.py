@@ -8,6 +8,7 @@ from pathlib import Path
 import tarfile
 from typing import Any
 
+from freezegun.api import FrozenDateTimeFactory
 from homeassistant.core import HomeAssistant
 from homeassistant.exceptions import (
     HomeAssistantError,
@@ -15,6 +16,7 @@ from homeassistant.exceptions import (
     Unauthorized,
 )
 from homeassistant.helpers import issue_registry as ir
+from homeassistant.helpers.translation import async_get_translations
 import pytest
 from pytest_homeassistant_custom_component.common import (
     MockConfigEntry,
@@ -81,6 +83,35 @@ async def test_create_list_verify_delete(
     assert await _listdir(hass, location_dir) == []
     assert [e.data["backup_id"] for e in deleted] == [backup_id]
     assert (await call(hass, "list", init_integration))["backups"] == []
+
+
+async def test_create_says_why_it_skipped(
+    hass: HomeAssistant, ha_config_dir: Path, location_dir: Path
+) -> None:
+    """Each skipped path comes with the reason, as the engine found it."""
+    await run(hass, (ha_config_dir / "elsewhere").symlink_to, "/etc")
+    entry = await setup_location(hass, location_dir, require_mount=False)
+    response = await call(hass, "create", entry)
+    assert response["skipped"] == [
+        {
+            "path": "elsewhere",
+            "reason": "symlink pointing outside the config directory",
+        }
+    ]
+
+
+async def test_default_name_tells_backups_apart(
+    hass: HomeAssistant,
+    ha_config_dir: Path,
+    location_dir: Path,
+    freezer: FrozenDateTimeFactory,
+) -> None:
+    """A backup made without a name is named by the local date and time."""
+    await hass.config.async_set_time_zone("Europe/Berlin")
+    freezer.move_to("2026-12-06 02:30:00+00:00")
+    entry = await setup_location(hass, location_dir, require_mount=False)
+    backup = (await call(hass, "create", entry))["backup"]
+    assert backup["name"] == "Backup Offload 2026-12-06 03:30"
 
 
 async def test_create_encrypted_with_options(
@@ -293,6 +324,11 @@ async def test_create_on_unmounted_location(
         with pytest.raises(HomeAssistantError) as err:
             await call(hass, "create", entry)
         assert err.value.translation_key == "location_not_a_mount"
+        # The location, what is wrong and what to do, each once.
+        assert str(err.value) == (
+            f"Location NAS is unavailable: nothing is mounted at {mount_point}."
+            " Mount the share or disk; nothing was written"
+        )
         assert await _listdir(hass, mount_point) == []
         assert len(failed) == 1
         assert failed[0].data["error"]
@@ -300,8 +336,18 @@ async def test_create_on_unmounted_location(
         assert hass.states.get("binary_sensor.nas_connected").state == "off"
         assert hass.states.get("sensor.nas_backups").state == "unavailable"
         assert hass.states.get("sensor.nas_state").state == "idle"
-        issues = ir.async_get(hass).issues
-        assert (DOMAIN, f"location_unavailable_{entry.entry_id}") in issues
+        issue = ir.async_get(hass).async_get_issue(
+            DOMAIN, f"location_unavailable_{entry.entry_id}"
+        )
+        assert issue is not None
+        texts = await async_get_translations(hass, "en", "issues", [DOMAIN])
+        description = texts[
+            f"component.{DOMAIN}.issues.location_unavailable.description"
+        ].format(**issue.translation_placeholders)
+        assert description.startswith(
+            f"Backup Offload cannot use {mount_point}: not a mount point.\n"
+        )
+        assert description.count(str(mount_point)) == 1
         await hass.config_entries.async_unload(entry.entry_id)
 
 

@@ -48,11 +48,15 @@ class BackupOffloadConnected(BackupOffloadEntity, BinarySensorEntity):
         return data.status is not None and data.status.writable is not False
 
     @property
-    def extra_state_attributes(self) -> Mapping[str, Any]:
-        """Return why the location is unusable."""
+    def extra_state_attributes(self) -> Mapping[str, Any] | None:
+        """Return why the location is unusable; nothing while it is usable.
+
+        An attribute that does not apply is left out: the more-info dialog
+        would show it as "Unknown".
+        """
         data = self.coordinator.data
         if (error := data.error) is not None:
             return {"reason": error.reason_code, "error": str(error)}
         if data.status is not None and data.status.writable is False:
             return {"reason": "not_writable", "error": "mounted read-only"}
-        return {"reason": None, "error": None}
+        return None

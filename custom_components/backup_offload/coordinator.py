@@ -203,6 +203,7 @@ class BackupOffloadCoordinator(DataUpdateCoordinator[LocationState]):
                 "path": str(self.location.path),
                 "reason": err.reason_code,
                 "error": str(err),
+                "detail": err.placeholders.get("detail", str(err)),
             },
         )
 

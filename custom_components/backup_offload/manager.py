@@ -96,6 +96,15 @@ def backup_to_dict(backup: BackupInfo, instance_id: str) -> dict[str, Any]:
     }
 
 
+def default_name(now: datetime) -> str:
+    """Return the name of a backup made without one: local date and time.
+
+    Backups made by a schedule must be told apart in a list, and the version
+    of Home Assistant that made them is shown next to the name anyway.
+    """
+    return f"Backup Offload {now:%Y-%m-%d %H:%M}"
+
+
 def location_key(entry: BackupOffloadConfigEntry) -> str:
     """Return the key of an entry's location in `DATA_LOCATIONS`.
 
@@ -327,8 +336,7 @@ class LocationManager:
         exclude: Sequence[str] | None = None,
     ) -> dict[str, Any]:
         """Create a backup, apply retention, and return its metadata."""
-        # The file name adds the date; the name says which Home Assistant.
-        name = name or f"Backup Offload {HA_VERSION}"
+        name = name or default_name(dt_util.now())
         try:
             async with self._operation(OperationState.CREATING):
                 outcome = await self.run_create(
@@ -406,7 +414,10 @@ class LocationManager:
             )
         return {
             "backup": backup_to_dict(info, self.instance_id),
-            "skipped": outcome.result.skipped,
+            "skipped": [
+                {"path": path, "reason": outcome.result.reasons.get(path, "")}
+                for path in outcome.result.skipped
+            ],
             "purged": [backup.backup_id for backup in outcome.purged],
         }
 

@@ -52,22 +52,34 @@ def _newest_size(data: LocationState, _: LocationManager) -> int | None:
     return data.backups[0].size if data.backups else None
 
 
+# Attributes that do not apply are left out, not set to None: the more-info
+# dialog shows None as "Unknown".
+
+
 def _state_attributes(_: LocationState, manager: LocationManager) -> dict[str, Any]:
-    return {"progress": manager.progress}
+    return {} if manager.progress is None else {"progress": manager.progress}
 
 
 def _failure_attributes(_: LocationState, manager: LocationManager) -> dict[str, Any]:
     failure = manager.last_failure
     if failure is None:
-        return {"operation": None, "error": None}
+        return {}
     return {"operation": failure.operation.value, "error": failure.error}
 
 
+# Sizes are measured in bytes and shown in a unit that gives a meaningful
+# figure for what each sensor typically holds (the user can pick another):
+# one backup in MiB (a small configuration is tens of KiB, 0.04 MiB; a large
+# one a few GiB, 4,768.37 MiB), what a location holds and has free in GiB.
 _BYTES = {
     "device_class": SensorDeviceClass.DATA_SIZE,
     "native_unit_of_measurement": UnitOfInformation.BYTES,
     "suggested_unit_of_measurement": UnitOfInformation.GIBIBYTES,
     "suggested_display_precision": 2,
+}
+_BACKUP_BYTES = {
+    **_BYTES,
+    "suggested_unit_of_measurement": UnitOfInformation.MEBIBYTES,
 }
 
 SENSORS: tuple[BackupOffloadSensorDescription, ...] = (
@@ -92,7 +104,7 @@ SENSORS: tuple[BackupOffloadSensorDescription, ...] = (
         translation_key="last_backup_size",
         entity_category=EntityCategory.DIAGNOSTIC,
         value_fn=_newest_size,
-        **_BYTES,  # type: ignore[arg-type]
+        **_BACKUP_BYTES,  # type: ignore[arg-type]
     ),
     BackupOffloadSensorDescription(
         key="used_space",

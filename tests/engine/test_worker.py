@@ -82,6 +82,7 @@ def test_stray_output() -> None:
                 "location_reason": "not_a_mount",
                 "placeholders": {
                     "error": "/nas is gone",
+                    "detail": "/nas is gone",
                     "path": "/nas",
                     "errno": "ENOENT",
                 },

@@ -155,7 +155,7 @@ async def test_unmounted_during_create(
     assert failed[0].data["error"] == str(result.error)
     assert created == []
     assert state(hass, "sensor.nas_state") == "idle"
-    assert attributes(hass, "sensor.nas_state")["progress"] is None
+    assert "progress" not in attributes(hass, "sensor.nas_state")
     assert state(hass, "sensor.nas_last_failure") != "unknown"
     failure = attributes(hass, "sensor.nas_last_failure")
     assert failure["operation"] == "creating"

@@ -84,8 +84,16 @@ class LocationUnavailableError(BackupOffloadError):
     reason = "location_unavailable"
 
     def __init__(self, message: str, location_reason: str, **placeholders: str) -> None:
-        """Remember why the location is unusable."""
-        super().__init__(message, **placeholders)
+        """Remember why the location is unusable.
+
+        ``detail`` is the message without the path in front: the translated
+        messages name the location and its path themselves, once.
+        """
+        path = placeholders.get("path")
+        detail = message
+        if path and message.startswith(f"{path}: "):
+            detail = message[len(path) + 2 :]
+        super().__init__(message, detail=detail, **placeholders)
         self.location_reason = location_reason
 
     @property

@@ -122,6 +122,7 @@ def _directory_error(
 ) -> BackupOffloadError:
     """Return the error of a call on the location's directory itself."""
     message = f"{subject}: {err.strerror or err} ({errno_name(err)})"
+    placeholders.setdefault("path", subject)
     if err.errno in SPACE_ERRNOS:
         return InsufficientSpaceError(message, **placeholders)
     reason = _location_reason(err, writing=writing)

@@ -223,7 +223,9 @@ def _list_entries(location: Path) -> tuple[list[os.DirEntry[str]], list[str]]:
                     hidden.append(entry.name)
     except NotADirectoryError as err:
         raise LocationUnavailableError(
-            f"{location} is not a directory", location_reason="not_a_directory"
+            f"{location}: not a directory",
+            location_reason="not_a_directory",
+            path=str(location),
         ) from err
     except OSError as err:
         raise os_error(err, str(location), writing=False, where=Place.LOCATION) from err

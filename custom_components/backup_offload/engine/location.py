@@ -268,15 +268,15 @@ def _check_place(
         # listing and retention would walk the config directory.
         if _contains(config_real, real) or _contains(real, config_real):
             raise LocationUnavailableError(
-                f"{shown}: {real} is inside the configuration directory"
-                f" {config_real} or contains it; nothing is written there",
+                f"{shown}: it leads to {real}, which is inside the configuration"
+                f" directory {config_real} or contains it",
                 "inside_config",
                 path=shown,
             )
     if _in_system_folder(real, holder):
         raise LocationUnavailableError(
-            f"{shown}: {real} is a folder of the system in memory (/dev,"
-            " /dev/shm, /run): backups there vanish at the next boot",
+            f"{shown}: it leads to {real}, a folder of the system in memory"
+            " (/dev, /dev/shm, /run) where backups vanish at the next boot",
             "system_folder",
             path=shown,
         )
@@ -381,7 +381,7 @@ def _check_mounted(
     """Raise ``not_a_mount`` unless a share or disk is mounted there."""
     if not mounted:
         raise LocationUnavailableError(
-            f"{shown}: not a mount point (is the share mounted?)",
+            f"{shown}: not a mount point",
             "not_a_mount",
             path=shown,
         )
