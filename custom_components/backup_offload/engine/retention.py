@@ -129,8 +129,12 @@ def decide[T: Dated](
     is in every backup.json) must not rank above every new backup and make
     retention delete each one as it is made.
     """
+    # Among dates in the future (all ranked as now), the furthest first; the
+    # id settles a tie, so the order never depends on the listing's.
     newest_first = sorted(
-        backups, key=lambda backup: (_date(backup, now), backup.backup_id), reverse=True
+        backups,
+        key=lambda backup: (_date(backup, now), _raw(backup), backup.backup_id),
+        reverse=True,
     )
     mine = [backup for backup in newest_first if own(backup)]
     reasons = iter(_reasons(mine, policy, now=now, time_zone=time_zone, keep=keep))
@@ -207,5 +211,9 @@ def in_future(backup: Dated, now: datetime) -> bool:
     return datetime.fromisoformat(backup.date) > now + CLOCK_SKEW
 
 
+def _raw(backup: Dated) -> datetime:
+    return datetime.fromisoformat(backup.date)
+
+
 def _date(backup: Dated, now: datetime) -> datetime:
-    return min(datetime.fromisoformat(backup.date), now)
+    return min(_raw(backup), now)
