@@ -415,3 +415,61 @@ def test_decision_lists_every_backup_once() -> None:
     assert [b.date for b in decision.deleted] == sorted(
         b.date for b in decision.deleted
     )
+
+
+def test_the_readme_example() -> None:
+    """The README's worked example (daily 7, weekly 4, monthly 6) holds."""
+    dates = [
+        "2026-03-15 03:00", "2026-03-14 18:10", "2026-03-14 03:00",
+        "2026-03-13 03:00", "2026-03-12 03:00", "2026-03-08 03:00",
+        "2026-03-07 03:00", "2026-03-06 03:00", "2026-03-02 03:00",
+        "2026-03-01 03:00", "2026-02-28 03:00", "2026-02-22 03:00",
+        "2026-02-15 03:00", "2026-02-08 03:00", "2026-01-31 03:00",
+        "2026-01-18 03:00", "2025-12-31 03:00", "2025-11-30 03:00",
+        "2025-10-31 03:00", "2025-09-30 03:00",
+    ]  # fmt: skip
+    backups = [
+        Backup(text, datetime.fromisoformat(text).replace(tzinfo=BERLIN).isoformat())
+        for text in dates
+    ]
+    deleted, kept = apply(
+        backups, now="2026-03-15T12:00:00+01:00", daily=7, weekly=4, monthly=6
+    )
+    assert deleted == [
+        "2025-09-30 03:00",
+        "2026-01-18 03:00",
+        "2026-02-08 03:00",
+        "2026-02-15 03:00",
+        "2026-03-02 03:00",
+        "2026-03-14 03:00",
+    ]
+    assert kept["2026-03-15 03:00"] == ["newest", "daily", "weekly", "monthly"]
+    assert kept["2026-03-14 18:10"] == ["daily"]
+    assert kept["2026-03-01 03:00"] == ["weekly"]
+    assert kept["2025-12-31 03:00"] == ["monthly"]
+    assert [key for key, why in kept.items() if "daily" in why] == [
+        "2026-03-15 03:00",
+        "2026-03-14 18:10",
+        "2026-03-13 03:00",
+        "2026-03-12 03:00",
+        "2026-03-08 03:00",
+        "2026-03-07 03:00",
+        "2026-03-06 03:00",
+    ]
+
+
+def test_the_readme_example_of_count_and_days() -> None:
+    """Keep 3 and 7 days: the newest 3 and the last week, not the intersection."""
+    backups = [
+        Backup("mar15", "2026-03-15T03:00:00+01:00"),
+        Backup("mar01", "2026-03-01T03:00:00+01:00"),
+        Backup("feb28", "2026-02-28T03:00:00+01:00"),
+        Backup("feb27", "2026-02-27T03:00:00+01:00"),
+    ]
+    deleted, kept = apply(backups, now="2026-03-15T12:00:00+01:00", count=3, days=7)
+    assert deleted == ["feb27"]
+    assert kept == {
+        "mar15": ["newest", "count", "days"],
+        "mar01": ["count"],
+        "feb28": ["count"],
+    }
