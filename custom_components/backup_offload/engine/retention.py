@@ -122,7 +122,9 @@ def decide[T: Dated](
     for ISO weeks, months and years, all in ``time_zone``. With every rule
     off nothing is deleted. The newest backup is always kept, so a location
     whose backups stopped for a while is not emptied by age alone, and so is
-    every backup whose id is in ``keep`` (the one just created).
+    every backup whose id is in ``keep`` (the one just created). Unlike newer
+    restic releases, a rule with periods left over does not also keep the
+    oldest backup: each rule keeps exactly what it says.
 
     A date in the future counts as ``now``: one backup dated 2099 (a board
     that once booted without a real-time clock, or planted: the instance id
