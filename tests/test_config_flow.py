@@ -25,7 +25,12 @@ from custom_components.backup_offload.const import (
     CONF_EXCLUDE,
     CONF_INCLUDE_DATABASE,
     CONF_KEEP_COUNT,
+    CONF_KEEP_DAILY,
     CONF_KEEP_DAYS,
+    CONF_KEEP_MONTHLY,
+    CONF_KEEP_WEEKLY,
+    CONF_KEEP_YEARLY,
+    CONF_OVERDUE_HOURS,
     CONF_PASSWORD,
     CONF_PATH,
     CONF_REQUIRE_MOUNT,
@@ -422,6 +427,11 @@ async def test_options(hass: HomeAssistant, init_integration: MockConfigEntry) -
         CONF_PASSWORD: "secret",
         CONF_KEEP_COUNT: 3,
         CONF_KEEP_DAYS: 30,
+        CONF_KEEP_DAILY: 7,
+        CONF_KEEP_WEEKLY: 4,
+        CONF_KEEP_MONTHLY: 12,
+        CONF_KEEP_YEARLY: 2,
+        CONF_OVERDUE_HOURS: 26,
         CONF_INCLUDE_DATABASE: False,
         CONF_EXCLUDE: ["../etc/*"],
         CONF_COMPRESS: True,
@@ -442,6 +452,71 @@ async def test_options(hass: HomeAssistant, init_integration: MockConfigEntry) -
         **options,
         CONF_EXCLUDE: ["www/cameras/**"],
     }
+
+
+_NUMBERS = (
+    CONF_KEEP_COUNT,
+    CONF_KEEP_DAYS,
+    CONF_KEEP_DAILY,
+    CONF_KEEP_WEEKLY,
+    CONF_KEEP_MONTHLY,
+    CONF_KEEP_YEARLY,
+    CONF_OVERDUE_HOURS,
+)
+
+
+async def test_options_retention_and_overdue_fields(
+    hass: HomeAssistant, init_integration: MockConfigEntry
+) -> None:
+    """Every keep option and the overdue alarm: 0 (off) by default, whole numbers.
+
+    The number boxes hand over floats; the options keep integers. Saved
+    values fill the form the next time.
+    """
+    result = await hass.config_entries.options.async_init(init_integration.entry_id)
+    schema = result["data_schema"].schema
+    defaults = {str(key): key.default() for key in schema if str(key) in _NUMBERS}
+    assert defaults == dict.fromkeys(_NUMBERS, 0)
+    hours = next(value for key, value in schema.items() if key == CONF_OVERDUE_HOURS)
+    assert hours.config["unit_of_measurement"] == "h"
+
+    result = await hass.config_entries.options.async_configure(
+        result["flow_id"],
+        {
+            **{key: float(n + 1) for n, key in enumerate(_NUMBERS)},
+            CONF_INCLUDE_DATABASE: True,
+            CONF_COMPRESS: True,
+        },
+    )
+    assert result["type"] is FlowResultType.CREATE_ENTRY
+    stored = {key: init_integration.options[key] for key in _NUMBERS}
+    assert stored == {key: n + 1 for n, key in enumerate(_NUMBERS)}
+    assert all(type(value) is int for value in stored.values())
+
+    result = await hass.config_entries.options.async_init(init_integration.entry_id)
+    schema = result["data_schema"].schema
+    assert {str(key): key.default() for key in schema if str(key) in _NUMBERS} == stored
+
+
+async def test_options_older_entry_without_the_new_fields(
+    hass: HomeAssistant, init_integration: MockConfigEntry
+) -> None:
+    """A form submitted without the new fields stores them as 0 (off)."""
+    result = await hass.config_entries.options.async_init(init_integration.entry_id)
+    result = await hass.config_entries.options.async_configure(
+        result["flow_id"],
+        {
+            CONF_KEEP_COUNT: 2,
+            CONF_KEEP_DAYS: 0,
+            CONF_INCLUDE_DATABASE: True,
+            CONF_COMPRESS: True,
+        },
+    )
+    assert result["type"] is FlowResultType.CREATE_ENTRY
+    assert init_integration.options[CONF_KEEP_COUNT] == 2
+    assert {key: init_integration.options[key] for key in _NUMBERS[2:]} == (
+        dict.fromkeys(_NUMBERS[2:], 0)
+    )
 
 
 async def test_options_refuse_negative_keep_count(

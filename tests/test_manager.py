@@ -14,7 +14,15 @@ from homeassistant.helpers.event import async_track_state_change_event
 import pytest
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
-from custom_components.backup_offload.const import DOMAIN
+from custom_components.backup_offload.const import (
+    CONF_KEEP_COUNT,
+    CONF_KEEP_DAILY,
+    CONF_KEEP_DAYS,
+    CONF_KEEP_MONTHLY,
+    CONF_KEEP_WEEKLY,
+    CONF_KEEP_YEARLY,
+    DOMAIN,
+)
 from custom_components.backup_offload.engine import worker
 from custom_components.backup_offload.manager import LocationManager
 from custom_components.backup_offload.runner import LocationRunner
@@ -145,3 +153,42 @@ async def test_manager_serves_no_entry_before_it_is_attached(
         _ = manager.entry
     with pytest.raises(RuntimeError):
         _ = manager.coordinator
+
+
+@pytest.mark.parametrize(
+    "entry_options",
+    [
+        dict.fromkeys(
+            (
+                CONF_KEEP_COUNT,
+                CONF_KEEP_DAYS,
+                CONF_KEEP_DAILY,
+                CONF_KEEP_WEEKLY,
+                CONF_KEEP_MONTHLY,
+                CONF_KEEP_YEARLY,
+            ),
+            1,
+        )
+    ],
+)
+async def test_purge_reads_every_keep_option(
+    hass: HomeAssistant, init_integration: MockConfigEntry
+) -> None:
+    """Each keep option reaches retention: each keeps the newest, and says so."""
+    older = (await call(hass, "create", init_integration, name="older"))["backup"]
+    newest = (await call(hass, "create", init_integration, name="newest"))["backup"]
+    response = await call(hass, "purge", init_integration, dry_run=True)
+    assert response["dry_run"] is True
+    kept = {b["backup_id"]: b["kept_by"] for b in response["kept"]}
+    assert kept[newest["backup_id"]] == [
+        "newest",
+        "count",
+        "days",
+        "daily",
+        "weekly",
+        "monthly",
+        "yearly",
+    ]
+    # One day old at most: kept by keep_days only.
+    assert kept[older["backup_id"]] == ["days"]
+    assert init_integration.runtime_data.manager.state == "idle"

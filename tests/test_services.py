@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import io
 import os
 from pathlib import Path
-import tarfile
 from typing import Any
 
 from freezegun.api import FrozenDateTimeFactory
@@ -15,7 +13,7 @@ from homeassistant.exceptions import (
     ServiceValidationError,
     Unauthorized,
 )
-from homeassistant.helpers import issue_registry as ir
+from homeassistant.helpers import instance_id, issue_registry as ir
 from homeassistant.helpers.translation import async_get_translations
 import pytest
 from pytest_homeassistant_custom_component.common import (
@@ -25,6 +23,8 @@ from pytest_homeassistant_custom_component.common import (
 
 from custom_components.backup_offload.const import (
     CONF_KEEP_COUNT,
+    CONF_KEEP_DAILY,
+    CONF_KEEP_MONTHLY,
     DOMAIN,
     EVENT_BACKUP_CREATED,
     EVENT_BACKUP_DELETED,
@@ -32,6 +32,7 @@ from custom_components.backup_offload.const import (
 )
 
 from .common import call, in_executor, run, setup_location, wait_until
+from .engine.helpers import backup_json, build_archive, member
 from .mounts import tmpfs, unmount
 
 
@@ -167,59 +168,133 @@ async def test_retention_after_create_and_purge(
         init_integration, options={CONF_KEEP_COUNT: 2}
     )
     response = await call(hass, "create", init_integration, name="b3")
+    new = response["backup"]["backup_id"]
     assert set(response["purged"]) == set(ids[:2])
+    retention = response["retention"]
+    assert retention["dry_run"] is False
+    assert {b["backup_id"] for b in retention["deleted"]} == set(ids[:2])
+    assert {b["backup_id"]: b["kept_by"] for b in retention["kept"]} == {
+        new: ["newest", "just_created", "count"],
+        ids[2]: ["count"],
+    }
 
     hass.config_entries.async_update_entry(
         init_integration, options={CONF_KEEP_COUNT: 1}
     )
     response = await call(hass, "purge", init_integration)
+    assert response["dry_run"] is False
     assert [b["backup_id"] for b in response["deleted"]] == [ids[2]]
+    assert [(b["name"], b["kept_by"]) for b in response["kept"]] == [
+        ("b3", ["newest", "count"])
+    ]
     listing = await call(hass, "list", init_integration)
     assert [b["name"] for b in listing["backups"]] == ["b3"]
+
+
+async def test_retention_off_deletes_nothing(
+    hass: HomeAssistant, init_integration: MockConfigEntry
+) -> None:
+    """With every keep option 0 (the default), purge keeps all and says so."""
+    for name in ("one", "two"):
+        await call(hass, "create", init_integration, name=name)
+    response = await call(hass, "purge", init_integration)
+    assert response["deleted"] == []
+    assert [(b["name"], b["kept_by"]) for b in response["kept"]] == [
+        ("two", ["newest", "retention_off"]),
+        ("one", ["retention_off"]),
+    ]
+
+
+def _plant(location: Path, file: str, slug: str, date: str, owner: str | None) -> None:
+    """Put a backup of ``owner``'s Backup Offload (None: not ours) there."""
+    extra = {} if owner is None else {"instance_id": owner, "backup_offload": {}}
+    build_archive(
+        location / file,
+        [member("data/configuration.yaml", b"homeassistant:\n")],
+        metadata=backup_json(slug=slug, name=file, date=date, extra=extra),
+    )
 
 
 async def test_retention_keeps_backups_of_others(
     hass: HomeAssistant, init_integration: MockConfigEntry, location_dir: Path
 ) -> None:
-    """A backup this instance did not make is listed but never purged."""
-    backup = (await call(hass, "create", init_integration, name="mine"))["backup"]
-    foreign = location_dir / "foreign.tar"
+    """Another instance's and a foreign backup, older than ours, stay.
 
-    def copy_as_foreign() -> None:
-        # The same archive under another instance id is someone else's.
-        source = location_dir / backup["file"]
-        with (
-            tarfile.open(source) as src,
-            tarfile.open(foreign, "w", format=tarfile.PAX_FORMAT) as dst,
-        ):
-            for member in src.getmembers():
-                data = src.extractfile(member)
-                if member.name.endswith("backup.json"):
-                    assert data is not None
-                    raw = (
-                        data.read()
-                        .replace(init_instance_id.encode(), b"someone-else")
-                        .replace(backup["backup_id"].encode(), b"f0f0f0f0")
-                    )
-                    member.size = len(raw)
-                    dst.addfile(member, io.BytesIO(raw))
-                else:
-                    dst.addfile(member, data)
-
-    from homeassistant.helpers import instance_id
-
-    init_instance_id = await instance_id.async_get(hass)
-    await hass.async_add_executor_job(copy_as_foreign)
+    Each has its own id and name, so their survival is told apart from ours.
+    """
+    ours = await instance_id.async_get(hass)
+    old = "2020-01-01T03:00:00+00:00"
+    await run(hass, _plant, location_dir, "mine.tar", "0000aaaa", old, ours)
+    await run(hass, _plant, location_dir, "theirs.tar", "0000bbbb", old, "other")
+    await run(hass, _plant, location_dir, "foreign.tar", "0000cccc", old, None)
     hass.config_entries.async_update_entry(
         init_integration, options={CONF_KEEP_COUNT: 1}
     )
-    await call(hass, "create", init_integration, name="newer")
+    response = await call(hass, "create", init_integration, name="newer")
+    assert response["purged"] == ["0000aaaa"]
+    kept = {b["backup_id"]: b["kept_by"] for b in response["retention"]["kept"]}
+    assert kept == {
+        response["backup"]["backup_id"]: ["newest", "just_created", "count"],
+        "0000bbbb": ["not_own"],
+        "0000cccc": ["not_own"],
+    }
     listing = await call(hass, "list", init_integration)
-    by_id = {b["backup_id"]: b for b in listing["backups"]}
-    assert by_id["f0f0f0f0"]["own"] is False
-    assert {b["name"] for b in listing["backups"]} == {"newer", backup["name"]} - {
-        "mine"
-    } | {by_id["f0f0f0f0"]["name"]}
+    assert {(b["name"], b["own"]) for b in listing["backups"]} == {
+        ("newer", True),
+        ("theirs.tar", False),
+        ("foreign.tar", False),
+    }
+
+
+async def test_purge_dry_run_explains_every_decision(
+    hass: HomeAssistant,
+    init_integration: MockConfigEntry,
+    location_dir: Path,
+    freezer: FrozenDateTimeFactory,
+) -> None:
+    """A dry run deletes nothing and says what would go and why the rest stays.
+
+    Berlin changed to summer time on 29 March 2026: the days and months are
+    Home Assistant's, each starting at local midnight.
+    """
+    await hass.config.async_set_time_zone("Europe/Berlin")
+    freezer.move_to("2026-04-05T12:00:00+02:00")
+    ours = await instance_id.async_get(hass)
+    planted = [
+        ("theirs.tar", "0000bbbb", "2026-04-04T12:00:00+02:00", "other"),
+        ("mar29.tar", "00000029", "2026-03-29T00:30:00+01:00", ours),
+        ("mar28.tar", "00000028", "2026-03-28T23:30:00+01:00", ours),
+        ("mar27.tar", "00000027", "2026-03-27T12:00:00+01:00", ours),
+        ("feb15.tar", "00000215", "2026-02-15T12:00:00+01:00", ours),
+        ("foreign.tar", "0000cccc", "2026-01-01T12:00:00+01:00", None),
+    ]
+    for file, slug, date, owner in planted:
+        await run(hass, _plant, location_dir, file, slug, date, owner)
+    hass.config_entries.async_update_entry(
+        init_integration, options={CONF_KEEP_DAILY: 2, CONF_KEEP_MONTHLY: 2}
+    )
+    before = await _listdir(hass, location_dir)
+    deleted = async_capture_events(hass, EVENT_BACKUP_DELETED)
+    expected_kept = [
+        ("0000bbbb", ["not_own"]),
+        ("00000029", ["newest", "daily", "monthly"]),
+        ("00000028", ["daily"]),
+        ("00000215", ["monthly"]),
+        ("0000cccc", ["not_own"]),
+    ]
+
+    dry = await call(hass, "purge", init_integration, dry_run=True)
+    assert dry["dry_run"] is True
+    assert [b["backup_id"] for b in dry["deleted"]] == ["00000027"]
+    assert [(b["backup_id"], b["kept_by"]) for b in dry["kept"]] == expected_kept
+    assert dry["kept"][0]["own"] is False
+    assert await _listdir(hass, location_dir) == before
+    assert deleted == []
+
+    real = await call(hass, "purge", init_integration)
+    assert real == {**dry, "dry_run": False}
+    assert "mar27.tar" not in await _listdir(hass, location_dir)
+    assert [event.data["backup_id"] for event in deleted] == ["00000027"]
 
 
 @pytest.mark.parametrize(

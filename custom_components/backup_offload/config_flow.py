@@ -30,7 +30,12 @@ from .const import (
     CONF_EXCLUDE,
     CONF_INCLUDE_DATABASE,
     CONF_KEEP_COUNT,
+    CONF_KEEP_DAILY,
     CONF_KEEP_DAYS,
+    CONF_KEEP_MONTHLY,
+    CONF_KEEP_WEEKLY,
+    CONF_KEEP_YEARLY,
+    CONF_OVERDUE_HOURS,
     CONF_PASSWORD,
     CONF_PATH,
     CONF_REQUIRE_MOUNT,
@@ -38,6 +43,8 @@ from .const import (
     DEFAULT_INCLUDE_DATABASE,
     DEFAULT_KEEP_COUNT,
     DEFAULT_KEEP_DAYS,
+    DEFAULT_KEEP_GENERATIONS,
+    DEFAULT_OVERDUE_HOURS,
     DEFAULT_REQUIRE_MOUNT,
     DOMAIN,
     LOGGER,
@@ -50,6 +57,25 @@ from .runner import async_run_once
 
 _COUNT = NumberSelector(
     NumberSelectorConfig(min=0, max=10000, step=1, mode=NumberSelectorMode.BOX)
+)
+_HOURS = NumberSelector(
+    NumberSelectorConfig(
+        min=0,
+        max=10000,
+        step=1,
+        mode=NumberSelectorMode.BOX,
+        unit_of_measurement="h",
+    )
+)
+# The number boxes: the form returns floats, the options keep whole numbers.
+_WHOLE_NUMBERS = (
+    CONF_KEEP_COUNT,
+    CONF_KEEP_DAYS,
+    CONF_KEEP_DAILY,
+    CONF_KEEP_WEEKLY,
+    CONF_KEEP_MONTHLY,
+    CONF_KEEP_YEARLY,
+    CONF_OVERDUE_HOURS,
 )
 
 
@@ -202,20 +228,22 @@ class BackupOffloadConfigFlow(ConfigFlow, domain=DOMAIN):
 
 def _options_schema(options: dict[str, Any]) -> vol.Schema:
     """Return the options form, filled with ``options``."""
+
+    def number(key: str, default: int) -> vol.Required:
+        return vol.Required(key, default=options.get(key, default))
+
     return vol.Schema(
         {
             vol.Optional(
                 CONF_PASSWORD,
                 description={"suggested_value": options.get(CONF_PASSWORD)},
             ): TextSelector(TextSelectorConfig(type=TextSelectorType.PASSWORD)),
-            vol.Required(
-                CONF_KEEP_COUNT,
-                default=options.get(CONF_KEEP_COUNT, DEFAULT_KEEP_COUNT),
-            ): _COUNT,
-            vol.Required(
-                CONF_KEEP_DAYS,
-                default=options.get(CONF_KEEP_DAYS, DEFAULT_KEEP_DAYS),
-            ): _COUNT,
+            number(CONF_KEEP_COUNT, DEFAULT_KEEP_COUNT): _COUNT,
+            number(CONF_KEEP_DAYS, DEFAULT_KEEP_DAYS): _COUNT,
+            number(CONF_KEEP_DAILY, DEFAULT_KEEP_GENERATIONS): _COUNT,
+            number(CONF_KEEP_WEEKLY, DEFAULT_KEEP_GENERATIONS): _COUNT,
+            number(CONF_KEEP_MONTHLY, DEFAULT_KEEP_GENERATIONS): _COUNT,
+            number(CONF_KEEP_YEARLY, DEFAULT_KEEP_GENERATIONS): _COUNT,
             vol.Required(
                 CONF_INCLUDE_DATABASE,
                 default=options.get(CONF_INCLUDE_DATABASE, DEFAULT_INCLUDE_DATABASE),
@@ -228,6 +256,7 @@ def _options_schema(options: dict[str, Any]) -> vol.Schema:
                 CONF_COMPRESS,
                 default=options.get(CONF_COMPRESS, DEFAULT_COMPRESS),
             ): BooleanSelector(),
+            number(CONF_OVERDUE_HOURS, DEFAULT_OVERDUE_HOURS): _HOURS,
         }
     )
 
@@ -251,8 +280,8 @@ class BackupOffloadOptionsFlow(OptionsFlow):
             if problem is not None:
                 errors[CONF_EXCLUDE], placeholders = problem
             else:
-                user_input[CONF_KEEP_COUNT] = int(user_input[CONF_KEEP_COUNT])
-                user_input[CONF_KEEP_DAYS] = int(user_input[CONF_KEEP_DAYS])
+                for key in _WHOLE_NUMBERS:
+                    user_input[key] = int(user_input[key])
                 return self.async_create_entry(data=user_input)
         options = user_input or dict(self.config_entry.options)
         schema = _options_schema(options)

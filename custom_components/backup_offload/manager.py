@@ -39,13 +39,18 @@ from .const import (
     CONF_EXCLUDE,
     CONF_INCLUDE_DATABASE,
     CONF_KEEP_COUNT,
+    CONF_KEEP_DAILY,
     CONF_KEEP_DAYS,
+    CONF_KEEP_MONTHLY,
+    CONF_KEEP_WEEKLY,
+    CONF_KEEP_YEARLY,
     CONF_PASSWORD,
     CONF_PATH,
     DEFAULT_COMPRESS,
     DEFAULT_INCLUDE_DATABASE,
     DEFAULT_KEEP_COUNT,
     DEFAULT_KEEP_DAYS,
+    DEFAULT_KEEP_GENERATIONS,
     EVENT_BACKUP_CREATED,
     EVENT_BACKUP_DELETED,
     EVENT_BACKUP_FAILED,
@@ -71,6 +76,7 @@ if TYPE_CHECKING:
     from .engine.archive.read import VerifyResult
     from .engine.jobs import LocationState
     from .engine.metadata import BackupInfo
+    from .engine.retention import Decision
     from .models import BackupOffloadConfigEntry
     from .runner import LocationRunner
 
@@ -91,7 +97,7 @@ def backup_to_dict(backup: BackupInfo, instance_id: str) -> dict[str, Any]:
         "homeassistant_version": backup.homeassistant_version,
         "file": backup.file,
         "own": backup.is_own(instance_id),
-        # Ranked as made now by retention (see retention.select_for_deletion).
+        # Ranked as made now by retention (see retention.decide).
         "date_in_future": in_future(backup, dt_util.utcnow()),
     }
 
@@ -103,6 +109,20 @@ def default_name(now: datetime) -> str:
     of Home Assistant that made them is shown next to the name anyway.
     """
     return f"Backup Offload {now:%Y-%m-%d %H:%M}"
+
+
+def retention_response(
+    decision: Decision[BackupInfo], instance_id: str, *, dry_run: bool
+) -> dict[str, Any]:
+    """Return what retention deleted (or would) and why it kept each other."""
+    return {
+        "dry_run": dry_run,
+        "deleted": [backup_to_dict(b, instance_id) for b in decision.deleted],
+        "kept": [
+            backup_to_dict(kept.backup, instance_id) | {"kept_by": list(kept.kept_by)}
+            for kept in decision.kept
+        ],
+    }
 
 
 def location_key(entry: BackupOffloadConfigEntry) -> str:
@@ -199,11 +219,19 @@ class LocationManager:
         return self.entry.options.get(key, default)
 
     def _retention(self) -> jobs.Retention:
+        def generations(key: str) -> int:
+            return int(self._options(key, DEFAULT_KEEP_GENERATIONS))
+
         return jobs.Retention(
             keep_count=int(self._options(CONF_KEEP_COUNT, DEFAULT_KEEP_COUNT)),
             keep_days=int(self._options(CONF_KEEP_DAYS, DEFAULT_KEEP_DAYS)),
+            keep_daily=generations(CONF_KEEP_DAILY),
+            keep_weekly=generations(CONF_KEEP_WEEKLY),
+            keep_monthly=generations(CONF_KEEP_MONTHLY),
+            keep_yearly=generations(CONF_KEEP_YEARLY),
             instance_id=self.instance_id,
             now=dt_util.utcnow(),
+            time_zone=dt_util.get_default_time_zone(),
         )
 
     @callback
@@ -419,6 +447,9 @@ class LocationManager:
                 for path in outcome.result.skipped
             ],
             "purged": [backup.backup_id for backup in outcome.purged],
+            "retention": retention_response(
+                outcome.retention, self.instance_id, dry_run=False
+            ),
         }
 
     async def async_delete(self, backup_id: str) -> dict[str, Any]:
@@ -451,18 +482,25 @@ class LocationManager:
                 }
         return _verify_response(backup, result, self.instance_id)
 
-    async def async_purge(self) -> dict[str, Any]:
-        """Apply the location's retention to this instance's backups now."""
+    async def async_purge(self, *, dry_run: bool = False) -> dict[str, Any]:
+        """Apply the location's retention to this instance's backups now.
+
+        ``dry_run``: delete nothing, only report what would go and why each
+        other backup stays.
+        """
         async with self._operation(OperationState.PURGING):
-            purged, snapshot = await self.runner.run_checked(
-                jobs.purge, self.coordinator.location, self._retention()
+            decision, snapshot = await self.runner.run_checked(
+                partial(jobs.purge, dry_run=dry_run),
+                self.coordinator.location,
+                self._retention(),
             )
         self.coordinator.async_set_snapshot(snapshot)
-        for backup in purged:
-            self.fire(
-                EVENT_BACKUP_DELETED, backup_id=backup.backup_id, name=backup.name
-            )
-        return {"deleted": [backup_to_dict(b, self.instance_id) for b in purged]}
+        if not dry_run:
+            for backup in decision.deleted:
+                self.fire(
+                    EVENT_BACKUP_DELETED, backup_id=backup.backup_id, name=backup.name
+                )
+        return retention_response(decision, self.instance_id, dry_run=dry_run)
 
     async def async_list(self) -> dict[str, Any]:
         """List every backup in the location, newest first.

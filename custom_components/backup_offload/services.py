@@ -64,7 +64,9 @@ SCHEMAS: dict[str, vol.Schema] = {
     SERVICE_DELETE: vol.Schema(_BACKUP),
     SERVICE_LIST: vol.Schema(_ENTRY),
     SERVICE_VERIFY: vol.Schema({**_BACKUP, vol.Optional(CONF_PASSWORD): cv.string}),
-    SERVICE_PURGE: vol.Schema(_ENTRY),
+    SERVICE_PURGE: vol.Schema(
+        {**_ENTRY, vol.Optional(ATTR_DRY_RUN, default=False): cv.boolean}
+    ),
     SERVICE_RESTORE: vol.Schema(
         {
             **_BACKUP,
@@ -134,7 +136,7 @@ async def _verify(manager: LocationManager, call: ServiceCall) -> dict[str, Any]
 
 
 async def _purge(manager: LocationManager, call: ServiceCall) -> dict[str, Any]:
-    return await manager.async_purge()
+    return await manager.async_purge(dry_run=call.data[ATTR_DRY_RUN])
 
 
 def _restore_paths(call: ServiceCall) -> list[str] | None:

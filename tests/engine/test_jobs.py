@@ -30,7 +30,15 @@ from custom_components.backup_offload.engine.restore.full import discard_staged
 from custom_components.backup_offload.engine.restore.partial import discard_extracted
 from tests import mounts
 
-from .helpers import HA_VERSION, make_backup, tree, write
+from .helpers import (
+    HA_VERSION,
+    backup_json,
+    build_archive,
+    make_backup,
+    member,
+    tree,
+    write,
+)
 
 INSTANCE = "this-instance"
 NOW = datetime.now(UTC)
@@ -314,24 +322,104 @@ def test_keep_all_deletes_nothing(
     share: Path, small_config: Path, dated: dict[str, str]
 ) -> None:
     """A safety backup's retention deletes nothing; the next purge does."""
-    policy = retention(keep_count=1, keep_days=7, now=NOW + timedelta(days=30))
+    policy = retention(
+        keep_count=1,
+        keep_days=7,
+        keep_daily=1,
+        keep_weekly=1,
+        keep_monthly=1,
+        keep_yearly=1,
+        now=NOW + timedelta(days=30),
+    )
     safe = jobs.keep_all(policy)
-    assert (safe.keep_count, safe.keep_days) == (0, 0)
+    assert not safe.policy.active
     assert (safe.instance_id, safe.now) == (policy.instance_id, policy.now)
-    assert (policy.keep_count, policy.keep_days) == (1, 7)
+    assert policy.policy.active
 
     outcome = create(at(share, small_config), safe, Checked(share))
     assert outcome.purged == []
     assert len(outcome.snapshot.backups) == 4
 
     checked = Checked(share)
-    purged, state = jobs.purge(at(share, small_config), policy, checked)
+    policy = replace(policy, keep_days=0, keep_daily=0, keep_weekly=0)
+    decision, state = jobs.purge(at(share, small_config), policy, checked)
     assert len(checked.seen) == 1
-    assert {b.backup_id for b in purged} == {
+    assert {b.backup_id for b in decision.deleted} == {
         dated["older"],
         outcome.result.info.backup_id,
     }
     assert {b.backup_id for b in state.backups} == {dated["ahead"], dated["foreign"]}
+
+
+def _plant_foreign(share: Path, name: str, slug: str, date: datetime) -> None:
+    """A backup nobody's Backup Offload made (no block of ours in extra)."""
+    build_archive(
+        share / name,
+        [member("data/configuration.yaml", b"homeassistant:\n")],
+        metadata=backup_json(slug=slug, name=name, date=date.isoformat()),
+    )
+
+
+def test_purge_leaves_backups_of_others_alone(share: Path, small_config: Path) -> None:
+    """Another instance's and a foreign backup, older than ours, stay on disk.
+
+    Each has its own name and id, so a test that a name survived cannot
+    pass because one of ours has the same name.
+    """
+    ours = [
+        make_backup(
+            small_config, share, instance_id=INSTANCE, name=f"Ours {n}", date=date
+        )[0]
+        for n, date in enumerate(NOW - timedelta(days=d) for d in (1, 2, 3))
+    ]
+    theirs, _ = make_backup(
+        small_config,
+        share,
+        instance_id="another-instance",
+        name="Theirs",
+        date=NOW - timedelta(days=50),
+    )
+    _plant_foreign(share, "foreign.tar", "f0f0f0f0", NOW - timedelta(days=60))
+    decision, state = jobs.purge(
+        at(share, small_config), retention(keep_count=1, keep_days=0), Checked(share)
+    )
+    assert [b.backup_id for b in decision.deleted] == [
+        ours[2].backup_id,
+        ours[1].backup_id,
+    ]
+    assert {kept.backup.backup_id: kept.kept_by for kept in decision.kept} == {
+        ours[0].backup_id: ("newest", "count"),
+        theirs.backup_id: ("not_own",),
+        "f0f0f0f0": ("not_own",),
+    }
+    assert {b.name for b in state.backups} == {"Ours 0", "Theirs", "foreign.tar"}
+    assert sorted(p.name for p in share.glob("*.tar")) == sorted(
+        [ours[0].file, theirs.file, "foreign.tar"]
+    )
+
+
+def test_purge_dry_run_deletes_nothing(share: Path, small_config: Path) -> None:
+    """A dry run decides as the real purge does, deletes nothing, needs no writes."""
+    for days in (0, 1, 8, 9, 40):
+        make_backup(
+            small_config, share, instance_id=INSTANCE, date=NOW - timedelta(days=days)
+        )
+    policy = retention(keep_count=0, keep_daily=2, keep_monthly=2)
+    before = tree(share)
+    with mounts.read_only(share):
+        dry, state = jobs.purge(
+            at(share, small_config), policy, Checked(share), dry_run=True
+        )
+        with pytest.raises(LocationUnavailableError):
+            jobs.purge(at(share, small_config), policy, Checked(share))
+    assert tree(share) == before
+    assert len(state.backups) == 5
+    real, state = jobs.purge(at(share, small_config), policy, Checked(share))
+    assert dry == real
+    assert len(real.deleted) >= 1
+    assert {b.backup_id for b in state.backups} == {
+        kept.backup.backup_id for kept in real.kept
+    }
 
 
 def test_delete_probes_then_deletes(share: Path, small_config: Path) -> None:

@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import UTC, datetime, tzinfo
 from pathlib import Path
 import secrets
 
@@ -30,7 +30,7 @@ from .metadata import TEMP_PREFIX, BackupInfo
 from .restore.full import Staged, stage
 from .restore.partial import Extracted, extract_selected
 from .restore.preview import Preview, preview
-from .retention import select_for_deletion
+from .retention import Decision, Policy, decide
 from .temporary import LiveFiles, cleanup_temporary
 
 
@@ -85,6 +85,24 @@ class Retention:
     keep_days: int
     instance_id: str
     now: datetime
+    keep_daily: int = 0
+    keep_weekly: int = 0
+    keep_monthly: int = 0
+    keep_yearly: int = 0
+    time_zone: tzinfo = UTC
+    """Where a day, week, month and year begin: Home Assistant's time zone."""
+
+    @property
+    def policy(self) -> Policy:
+        """Return the rules of these settings."""
+        return Policy(
+            count=self.keep_count,
+            days=self.keep_days,
+            daily=self.keep_daily,
+            weekly=self.keep_weekly,
+            monthly=self.keep_monthly,
+            yearly=self.keep_yearly,
+        )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -92,8 +110,14 @@ class CreateOutcome:
     """What `create` did."""
 
     result: CreateResult
-    purged: list[BackupInfo]
+    retention: Decision[BackupInfo]
+    """What the retention after it deleted and kept."""
     snapshot: LocationState
+
+    @property
+    def purged(self) -> list[BackupInfo]:
+        """The backups retention deleted, oldest first."""
+        return self.retention.deleted
 
 
 def listed(location: Location, status: LocationStatus) -> LocationState:
@@ -148,24 +172,30 @@ def prepare(
 
 
 def _purge(
-    location: Location, retention: Retention, keep: Collection[str] = ()
-) -> list[BackupInfo]:
+    location: Location,
+    retention: Retention,
+    keep: Collection[str] = (),
+    *,
+    dry_run: bool = False,
+) -> Decision[BackupInfo]:
     """Delete what retention selects among this instance's backups.
 
     ``keep``: ids never deleted (the backup the same operation created).
+    ``dry_run``: decide only, delete nothing.
     """
     scan = location.scanner.scan(location.path)
-    own = [b for b in scan.backups if b.is_own(retention.instance_id)]
-    doomed = select_for_deletion(
-        own,
-        keep_count=retention.keep_count,
-        keep_days=retention.keep_days,
+    decision = decide(
+        scan.backups,
+        retention.policy,
         now=retention.now,
+        time_zone=retention.time_zone,
+        own=lambda backup: backup.is_own(retention.instance_id),
         keep=keep,
     )
-    for backup in doomed:
-        delete_backup(location.path, backup.file)
-    return doomed
+    if not dry_run:
+        for backup in decision.deleted:
+            delete_backup(location.path, backup.file)
+    return decision
 
 
 def create(
@@ -212,9 +242,9 @@ def create(
             database_lock=database_lock,
             backup_id=backup_id,
         )
-    purged = _purge(location, retention, keep={result.info.backup_id})
+    decision = _purge(location, retention, keep={result.info.backup_id})
     return CreateOutcome(
-        result=result, purged=purged, snapshot=listed(location, status)
+        result=result, retention=decision, snapshot=listed(location, status)
     )
 
 
@@ -251,13 +281,20 @@ def verify(
 
 
 def purge(
-    location: Location, retention: Retention, checked: Callable[[], None]
-) -> tuple[list[BackupInfo], LocationState]:
-    """Probe for writing, apply retention to this instance's backups, list."""
-    status = probe_location(location, for_write=True)
+    location: Location,
+    retention: Retention,
+    checked: Callable[[], None],
+    *,
+    dry_run: bool = False,
+) -> tuple[Decision[BackupInfo], LocationState]:
+    """Probe, apply retention to this instance's backups, list again.
+
+    A dry run only decides: it needs no write access and deletes nothing.
+    """
+    status = probe_location(location, for_write=not dry_run)
     checked()
-    purged = _purge(location, retention)
-    return purged, listed(location, status)
+    decision = _purge(location, retention, dry_run=dry_run)
+    return decision, listed(location, status)
 
 
 def restore_stage(
@@ -341,4 +378,12 @@ def keep_all(retention: Retention) -> Retention:
     A safety backup must not make retention delete the backup that is about
     to be restored; retention runs again with the next backup.
     """
-    return replace(retention, keep_count=0, keep_days=0)
+    return replace(
+        retention,
+        keep_count=0,
+        keep_days=0,
+        keep_daily=0,
+        keep_weekly=0,
+        keep_monthly=0,
+        keep_yearly=0,
+    )
