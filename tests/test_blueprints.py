@@ -18,7 +18,7 @@ from freezegun.api import FrozenDateTimeFactory
 from homeassistant.components.automation.config import AUTOMATION_BLUEPRINT_SCHEMA
 from homeassistant.components.blueprint import Blueprint
 from homeassistant.const import EVENT_CALL_SERVICE
-from homeassistant.core import Event, HomeAssistant, ServiceCall
+from homeassistant.core import Event, HomeAssistant, ServiceCall, callback
 from homeassistant.setup import async_setup_component
 from homeassistant.util import dt as dt_util, yaml as yaml_util
 import pytest
@@ -29,7 +29,12 @@ from pytest_homeassistant_custom_component.common import (
     async_mock_service,
 )
 
-from custom_components.backup_offload.const import DOMAIN
+from custom_components.backup_offload.const import (
+    CONF_PASSWORD,
+    DOMAIN,
+    EVENT_BACKUP_CREATED,
+)
+from custom_components.backup_offload.models import DATA_RESTORING
 
 from .common import call, run
 from .engine.helpers import inner_offset
@@ -323,4 +328,75 @@ async def test_weekly_verify_location_down(
     (notification,) = notifications
     assert notification.data["message"] == (
         "No backup in NAS to verify: it could not be listed (is it connected?)"
+    )
+
+
+@pytest.mark.parametrize("entry_options", [{CONF_PASSWORD: "old password"}])
+@pytest.mark.usefixtures("blueprints")
+async def test_weekly_verify_cannot_verify(
+    hass: HomeAssistant,
+    freezer: FrozenDateTimeFactory,
+    frozen: datetime,
+    init_integration: MockConfigEntry,
+    notifications: list[ServiceCall],
+) -> None:
+    """A backup the location's password no longer opens is reported."""
+    newest = (await call(hass, "create", init_integration))["backup"]
+    hass.config_entries.async_update_entry(
+        init_integration, options={CONF_PASSWORD: "new password"}
+    )
+    await _automation(
+        hass,
+        "weekly_verify.yaml",
+        {
+            "location": init_integration.entry_id,
+            "weekday": "mon",
+            "time": "03:00:00",
+            "on_damaged": NOTIFY,
+        },
+    )
+    await _at(hass, freezer, frozen + timedelta(minutes=1))
+    (notification,) = notifications
+    assert notification.data["message"] == (
+        f"Backup {newest['name']} in NAS could not be verified:"
+        " the verification did not complete (see the log)"
+    )
+
+
+@pytest.mark.usefixtures("blueprints")
+async def test_scheduled_backup_not_verified_notifies(
+    hass: HomeAssistant,
+    freezer: FrozenDateTimeFactory,
+    frozen: datetime,
+    init_integration: MockConfigEntry,
+    notifications: list[ServiceCall],
+) -> None:
+    """A verify that cannot run after the backup is reported.
+
+    A restore (of another location, say) starts between the backup and its
+    verification: every location refuses operations meanwhile.
+    """
+
+    @callback
+    def restore_starts(event: Event) -> None:
+        hass.data[DATA_RESTORING] = "Other NAS"
+
+    hass.bus.async_listen_once(EVENT_BACKUP_CREATED, restore_starts)
+    await _automation(
+        hass,
+        "scheduled_backup.yaml",
+        {
+            "location": init_integration.entry_id,
+            "verify": True,
+            "on_failure": NOTIFY,
+        },
+    )
+    await _at(hass, freezer, frozen + timedelta(minutes=1))
+    hass.data.pop(DATA_RESTORING)
+
+    (backup,) = (await call(hass, "list", init_integration))["backups"]
+    (notification,) = notifications
+    assert notification.data["message"] == (
+        f"Backup {backup['name']} in NAS could not be verified:"
+        " the verification did not complete (see the log)"
     )
