@@ -208,8 +208,9 @@ class OverdueWatcher:
 
     @callback
     def _async_update(self, _now: datetime | None = None) -> None:
-        """Check, and show the result (the deadline passed or the option changed)."""
-        self._evaluate()
+        """Check again and show it: the deadline passed or the option changed."""
+        # The watcher is the coordinator's first listener: it checks, then
+        # the entities show the result.
         self.coordinator.async_update_listeners()
 
     def _follow(self, data: LocationState) -> None:
