@@ -27,7 +27,7 @@ from custom_components.backup_offload.const import (
 )
 from custom_components.backup_offload.overdue import SAVE_DELAY, STORAGE_KEY
 
-from .common import call, run
+from .common import agent_id, call, run, setup_backup_component, ws
 from .engine.helpers import backup_json, build_archive, make_backup, member
 
 SENSOR = "binary_sensor.nas_backup_overdue"
@@ -416,3 +416,31 @@ async def test_reload_keeps_the_episode(
     assert hass.states.get(SENSOR).state == "on"
     assert _issue(hass, mock_config_entry) is not None
     assert len(events) == 1
+
+
+async def test_backup_page_backup_clears(
+    hass: HomeAssistant,
+    freezer: FrozenDateTimeFactory,
+    init_integration: MockConfigEntry,
+    hass_ws_client: Any,
+    events: list[Event],
+) -> None:
+    """A backup Home Assistant's backup page stores in the location counts."""
+    await setup_backup_component(hass)
+    # Connected before the clock moves on: its access token would expire.
+    client = await hass_ws_client(hass)
+    await _at(hass, freezer, dt_util.utcnow() + timedelta(hours=2, seconds=1))
+    assert hass.states.get(SENSOR).state == "on"
+    assert len(events) == 1
+
+    await ws(client, type="backup/generate", agent_ids=[agent_id(init_integration)])
+    await hass.async_block_till_done()
+
+    (backup,) = (await call(hass, "list", init_integration))["backups"]
+    assert backup["own"] is False  # not made by our actions, but by this instance
+    state = hass.states.get(SENSOR)
+    assert state.state == "off"
+    assert state.attributes["last_backup"] == (
+        dt_util.parse_datetime(backup["date"]).isoformat()
+    )
+    assert _issue(hass, init_integration) is None
