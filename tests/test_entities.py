@@ -33,6 +33,7 @@ EXPECTED = {
     "sensor.nas_backups": ("backup_count", None, None, "backups"),
     "sensor.nas_last_failure": ("last_failure", "timestamp", "diagnostic", None),
     "binary_sensor.nas_connected": ("connected", "connectivity", "diagnostic", None),
+    "binary_sensor.nas_backup_overdue": ("backup_overdue", "problem", None, None),
     "button.nas_create_backup": ("create_backup", None, None, None),
 }  # fmt: skip
 

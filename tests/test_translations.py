@@ -11,7 +11,7 @@ import re
 import yaml
 
 from custom_components.backup_offload import engine
-from custom_components.backup_offload.binary_sensor import CONNECTED
+from custom_components.backup_offload.binary_sensor import BINARY_SENSORS
 from custom_components.backup_offload.button import CREATE_BACKUP
 from custom_components.backup_offload.const import OperationState
 from custom_components.backup_offload.engine.errors import BackupOffloadError
@@ -37,7 +37,7 @@ def test_entities_translated_with_icons() -> None:
     """Each entity's translation key has a name and an icon."""
     entities = {
         "sensor": [d.translation_key for d in SENSORS],
-        "binary_sensor": [CONNECTED.translation_key],
+        "binary_sensor": [d.translation_key for d in BINARY_SENSORS],
         "button": [CREATE_BACKUP.translation_key],
     }
     for platform, keys in entities.items():

@@ -19,6 +19,7 @@ from .models import (
     BackupOffloadConfigEntry,
     BackupOffloadData,
 )
+from .overdue import async_forget, async_start_watcher
 from .restoring import async_report_restore_result
 from .runner import LocationRunner
 from .services import async_setup_services
@@ -48,7 +49,11 @@ async def async_setup_entry(
     coordinator = BackupOffloadCoordinator(hass, entry, manager)
     manager.attach(entry, coordinator)
     await coordinator.async_config_entry_first_refresh()
-    entry.runtime_data = BackupOffloadData(coordinator=coordinator, manager=manager)
+    # Before the entities: they read the alarm the watcher has just checked.
+    overdue = await async_start_watcher(hass, entry, coordinator, manager)
+    entry.runtime_data = BackupOffloadData(
+        coordinator=coordinator, manager=manager, overdue=overdue
+    )
     # Fires when the entry becomes loaded and when its unload starts.
     entry.async_on_unload(
         entry.async_on_state_change(partial(_async_notify_backup_agents, hass))
@@ -85,6 +90,13 @@ async def async_unload_entry(
     """
     await _async_wait_for_operation(entry.runtime_data.manager)
     return await hass.config_entries.async_unload_platforms(entry, PLATFORMS)
+
+
+async def async_remove_entry(
+    hass: HomeAssistant, entry: BackupOffloadConfigEntry
+) -> None:
+    """Forget what the removed location's overdue alarm remembered."""
+    await async_forget(hass, entry.entry_id)
 
 
 async def _async_wait_for_operation(manager: LocationManager) -> None:

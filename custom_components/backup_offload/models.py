@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from .coordinator import BackupOffloadCoordinator
     from .engine.location import LocationStatus
     from .manager import Failure, LocationManager
+    from .overdue import OverdueStore, OverdueWatcher
 
 
 @dataclass(slots=True)
@@ -24,6 +25,7 @@ class BackupOffloadData:
 
     coordinator: BackupOffloadCoordinator
     manager: LocationManager
+    overdue: OverdueWatcher
 
 
 type BackupOffloadConfigEntry = ConfigEntry[BackupOffloadData]
@@ -47,3 +49,5 @@ DATA_VALIDATING: HassKey[dict[tuple[str, bool], asyncio.Future[LocationStatus]]]
 """Checks of a path still running in the executor (config flow), by (path,
 require mount): a share that hangs holds one thread, however often the user
 submits it."""
+DATA_OVERDUE_STORE: HassKey[OverdueStore] = HassKey(f"{DOMAIN}_overdue_store")
+"""What each location's overdue alarm counts from, kept across restarts."""
