@@ -34,6 +34,7 @@ EXPECTED = {
     "sensor.nas_last_failure": ("last_failure", "timestamp", "diagnostic", None),
     "binary_sensor.nas_connected": ("connected", "connectivity", "diagnostic", None),
     "button.nas_create_backup": ("create_backup", None, None, None),
+    "button.nas_check_now": ("check_now", None, "diagnostic", None),
 }  # fmt: skip
 
 
@@ -113,6 +114,8 @@ async def test_down_location(
     assert connected.attributes["reason"] == "not_found"
     assert hass.states.get("sensor.nas_state").state == "idle"
     assert hass.states.get("sensor.nas_last_failure").state == "unknown"
+    # What checks the location again is there when it is wanted.
+    assert hass.states.get("button.nas_check_now").state != STATE_UNAVAILABLE
 
 
 @pytest.mark.parametrize(
