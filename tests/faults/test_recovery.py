@@ -35,7 +35,8 @@ from custom_components.backup_offload.const import (
     PROBE_TIMEOUT,
     OperationState,
 )
-from tests.common import run
+from tests.common import in_executor, run
+from tests.mounts import read_only
 
 from .conftest import Share, SshfsShare
 from .helpers import (
@@ -130,6 +131,35 @@ async def test_unmount_and_remount_seen_without_an_action(
         await _step_until(hass, freezer, _connected(hass, "off"), OFF_WITHIN)
     assert max(recoveries) <= PROBE_RETRY_MAX, recoveries
     _LOGGER.info("schedule: off after %.0f s, on after %s s", off_after, recoveries)
+    await hass.config_entries.async_unload(entry.entry_id)
+
+
+async def test_read_only_and_writable_again_seen_by_the_probe(
+    hass: HomeAssistant,
+    ha_config_dir: Path,
+    share: Share,
+    freezer: FrozenDateTimeFactory,
+) -> None:
+    """Remounted read-only: off within 30 s; writable again: on within 20 s."""
+    assert await async_setup_component(hass, "repairs", {})
+    entry = await setup_location(hass, share.path)
+    await _quiet(hass, freezer)
+    async with in_executor(hass, read_only(share.path, bind=True)):
+        off_after = await _step_until(
+            hass, freezer, _connected(hass, "off"), PROBE_INTERVAL
+        )
+        assert attributes(hass, CONNECTED)["reason"] == "not_writable"
+        issue = repair_issue(hass, entry)
+        assert issue is not None
+        flows = repairs_flow_manager(hass)
+        assert flows is not None
+        result: Any = await flows.async_init(DOMAIN, data={"issue_id": issue.issue_id})
+        assert "read-only" in result["description_placeholders"]["error"]
+        result = await flows.async_configure(result["flow_id"], {})
+        assert result["errors"] == {"base": "still_unavailable"}
+    on_after = await _step_until(hass, freezer, _connected(hass, "on"), PROBE_RETRY_MAX)
+    assert repair_issue(hass, entry) is None
+    _LOGGER.info("read-only: off after %.0f s, on after %.0f s", off_after, on_after)
     await hass.config_entries.async_unload(entry.entry_id)
 
 
