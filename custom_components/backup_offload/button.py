@@ -59,9 +59,10 @@ CREATE_BACKUP, CHECK_NOW = BUTTONS
 
 # Home Assistant 2025.5 and older log every HomeAssistantError an action
 # raises through the websocket API (a button pressed in the frontend) as
-# "Unexpected exception", with its traceback; later versions log its message
-# as an error. A location that is not mounted is no bug: the press's own
-# failure is logged as one warning, and these records are dropped.
+# "Unexpected exception", with its traceback; later versions, and every
+# version for a ServiceValidationError, log its message as an error. A
+# location that is not mounted is no bug: the press's failure is logged as
+# one warning, and these records of it are dropped.
 _WEBSOCKET_LOGGER = logging.getLogger(
     "homeassistant.components.websocket_api.http.connection"
 )
@@ -73,12 +74,15 @@ class _ReportedFilter(logging.Filter):
     """Drops Home Assistant's log record of an error in ``_REPORTED``."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        error = record.exc_info[1] if record.exc_info else record.msg
-        return not (isinstance(error, HomeAssistantError) and error in _REPORTED)
+        if record.exc_info:
+            return record.exc_info[1] not in _REPORTED
+        # "[connection id] message": the error's message, as the answer has it.
+        message = record.getMessage()
+        return not any(message.endswith(f"] {error}") for error in _REPORTED)
 
 
 _FILTER = _ReportedFilter()
-_FILTERING: set[BackupOffloadButton] = set()
+_FILTERING: WeakSet[BackupOffloadButton] = WeakSet()
 """The buttons that may raise an error in ``_REPORTED``: while there are
 any, the filter is installed."""
 

@@ -21,9 +21,11 @@ from unittest.mock import patch
 
 from freezegun.api import FrozenDateTimeFactory
 from homeassistant.components.repairs import repairs_flow_manager
+from homeassistant.components.websocket_api.http import WebSocketAdapter
 from homeassistant.const import STATE_UNAVAILABLE
 from homeassistant.core import HomeAssistant
 from homeassistant.data_entry_flow import FlowResultType
+from homeassistant.exceptions import HomeAssistantError
 from homeassistant.setup import async_setup_component
 import pytest
 from pytest_homeassistant_custom_component.common import async_fire_time_changed
@@ -51,6 +53,9 @@ from .helpers import (
 # The measured seconds, for the record (pytest --log-cli-level=INFO shows them).
 _LOGGER = logging.getLogger(__name__)
 CONNECTED = "binary_sensor.nas_connected"
+_WEBSOCKET_LOGGER = logging.getLogger(
+    "homeassistant.components.websocket_api.http.connection"
+)
 # What the issue asks for, in seconds, with no action called.
 OFF_WITHIN = 60.0
 ON_WITHIN = 30.0
@@ -408,3 +413,27 @@ def test_defaults_meet_the_targets() -> None:
     """
     assert PROBE_INTERVAL + PROBE_TIMEOUT <= OFF_WITHIN
     assert PROBE_RETRY_MAX + PROBE_TIMEOUT / 2 <= ON_WITHIN
+
+
+async def test_message_only_record_of_a_press_dropped(
+    hass: HomeAssistant,
+    ha_config_dir: Path,
+    share: Share,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Later Home Assistant versions log the message alone: dropped as well.
+
+    They log ``connection.logger.error(err)`` through the websocket's logger
+    adapter ("[connection id] message"); that call is made here as they
+    make it, with the error of a real press.
+    """
+    entry = await setup_location(hass, share.path)
+    await run(hass, share.unmount)
+    with pytest.raises(HomeAssistantError) as err:
+        await _press(hass, "button.nas_create_backup")
+    caplog.clear()
+    connection_logger = WebSocketAdapter(_WEBSOCKET_LOGGER, {"connid": 1234})
+    connection_logger.error(err.value)
+    connection_logger.error("something else")
+    assert [r.getMessage() for r in caplog.records] == ["[1234] something else"]
+    await hass.config_entries.async_unload(entry.entry_id)
