@@ -89,6 +89,7 @@ class BackupOffloadCoordinator(DataUpdateCoordinator[LocationState]):
         if (previous := manager.last_data) is not None:
             self.data = previous
         self._probing = False
+        self._probe_holds = False
         self._probe_timer: CALLBACK_TYPE | None = None
         self._probe_task: asyncio.Task[None] | None = None
         self._retry_delay = PROBE_RETRY_FIRST
@@ -157,11 +158,14 @@ class BackupOffloadCoordinator(DataUpdateCoordinator[LocationState]):
         """
         if self.manager.busy or self.runner.running:
             return
+        self._probe_holds = True
         try:
             status = await self.runner.run(jobs.probe_location, self.location)
         except BackupOffloadError as err:
             self._apply_probe_failure(err)
             return
+        finally:
+            self._probe_holds = False
         if not self.data.available or _usable(status) != self.usable:
             await self.async_refresh()
 
@@ -229,8 +233,9 @@ class BackupOffloadCoordinator(DataUpdateCoordinator[LocationState]):
             self._schedule_next_probe()
 
     async def _async_update_data(self) -> LocationState:
-        if self.runner.running and self.data is not None:
+        if self.runner.running and not self._probe_holds and self.data is not None:
             # An operation holds the location; it refreshes when it is done.
+            # (A probe is over in a moment: the listing waits for it.)
             return self.data
         try:
             if self.manager.busy:
