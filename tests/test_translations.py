@@ -92,3 +92,9 @@ def test_services_described() -> None:
         assert services[name]["fields"]["config_entry_id"]["selector"] == {
             "config_entry": {"integration": "backup_offload"}
         }
+
+
+def test_issues_fixable_or_described() -> None:
+    """An issue has a fix flow or a description, not both (hassfest's rule)."""
+    for key, issue in STRINGS["issues"].items():
+        assert ("fix_flow" in issue) != ("description" in issue), key

@@ -264,6 +264,7 @@ async def test_check_now_button(
     assert state(hass, CONNECTED) == "on"
     assert state(hass, "sensor.nas_backups") == "1"
     assert repair_issue(hass, entry) is None
+    assert entry.runtime_data.coordinator.problem() is None
     await hass.config_entries.async_unload(entry.entry_id)
 
 
