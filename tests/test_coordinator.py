@@ -2,22 +2,33 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
+import threading
 import time
+from unittest.mock import patch
 
+from freezegun.api import FrozenDateTimeFactory
 from homeassistant.core import HomeAssistant
+from homeassistant.exceptions import HomeAssistantError
 from homeassistant.helpers import issue_registry as ir
 import pytest
+from pytest_homeassistant_custom_component.common import async_fire_time_changed
 
 from custom_components.backup_offload.const import (
     DOMAIN,
+    PROBE_INTERVAL,
+    PROBE_RETRY_MAX,
+    SCAN_INTERVAL,
     STALE_TEMP_AGE,
     OperationState,
 )
+from custom_components.backup_offload.engine import jobs
+from custom_components.backup_offload.engine.errors import LocationUnavailableError
 from custom_components.backup_offload.engine.metadata import TEMP_PREFIX
 
-from .common import in_executor, run, setup_location
+from .common import in_executor, run, setup_location, wait_until
 from .locks import locked_by_another_process
 from .mounts import tmpfs, unmount
 
@@ -169,4 +180,133 @@ async def test_refresh_leaves_another_instances_backup_alone(
     # Its writer is gone and nobody has written to it since: a leftover.
     await entry.runtime_data.coordinator.async_refresh()
     assert await run(hass, _names, location_dir) == []
+    await hass.config_entries.async_unload(entry.entry_id)
+
+
+def _step(hass: HomeAssistant, freezer: FrozenDateTimeFactory, seconds: float) -> None:
+    freezer.tick(seconds)
+    async_fire_time_changed(hass)
+
+
+async def test_probe_between_listings_does_not_list(
+    hass: HomeAssistant,
+    ha_config_dir: Path,
+    location_dir: Path,
+    freezer: FrozenDateTimeFactory,
+) -> None:
+    """Ten minutes of a usable location: a probe every 30 s, two listings."""
+    entry = await setup_location(hass, location_dir, require_mount=False)
+    scanner = entry.runtime_data.manager.scanner
+    with (
+        patch.object(scanner, "scan", wraps=scanner.scan) as scans,
+        patch.object(jobs, "probe_location", wraps=jobs.probe_location) as probes,
+    ):
+        # Ten minutes, and 10 s for the refresh's jitter (under a second each).
+        for _ in range(int((SCAN_INTERVAL.total_seconds() * 2 + 10) / 5)):
+            _step(hass, freezer, 5)
+            await hass.async_block_till_done(wait_background_tasks=True)
+    # Each listing probes too (prepare); a probe due while a listing holds
+    # the location is skipped (at 300 s and 600 s, when both are due, the
+    # listing may come first; a listing that finds a probe waits for it).
+    assert scans.call_count == 2
+    due = 2 * SCAN_INTERVAL.total_seconds() / PROBE_INTERVAL
+    assert due - 2 <= probes.call_count - scans.call_count <= due
+    assert hass.states.get("binary_sensor.nas_connected").state == "on"
+    await hass.config_entries.async_unload(entry.entry_id)
+
+
+async def test_probe_skipped_while_the_location_is_held(
+    hass: HomeAssistant, ha_config_dir: Path, location_dir: Path
+) -> None:
+    """An operation, or a job, holds the location: the probe starts no job."""
+    entry = await setup_location(hass, location_dir, require_mount=False)
+    manager = entry.runtime_data.manager
+    coordinator = entry.runtime_data.coordinator
+    release = threading.Event()
+    with patch.object(jobs, "probe_location", wraps=jobs.probe_location) as probes:
+        async with manager.operation(OperationState.CREATING):
+            await coordinator.async_probe()
+        job = hass.async_create_task(manager.runner.run(release.wait, 10))
+        await wait_until(lambda: manager.runner.running)
+        await coordinator.async_probe()
+        release.set()
+        assert await job
+        assert probes.call_count == 0
+        await coordinator.async_probe()
+        assert probes.call_count == 1
+    await hass.config_entries.async_unload(entry.entry_id)
+
+
+async def test_probe_that_waited_for_the_location_is_not_an_outage(
+    hass: HomeAssistant, ha_config_dir: Path, location_dir: Path
+) -> None:
+    """A "not responding" probe with no job stuck: the location was taken first."""
+    entry = await setup_location(hass, location_dir, require_mount=False)
+    coordinator = entry.runtime_data.coordinator
+    # The race (the location taken between the check and the job), directly.
+    coordinator._apply_probe_failure(
+        LocationUnavailableError("NAS is not responding", "not_responding", path="x")
+    )
+    assert hass.states.get("binary_sensor.nas_connected").state == "on"
+    await hass.config_entries.async_unload(entry.entry_id)
+
+
+async def test_back_off_while_down(
+    hass: HomeAssistant,
+    ha_config_dir: Path,
+    location_dir: Path,
+    freezer: FrozenDateTimeFactory,
+) -> None:
+    """Down: probes after 5, 10, 20, 20 s; back: every 30 s again."""
+    entry = await setup_location(hass, location_dir, require_mount=False)
+    await run(hass, location_dir.rmdir)
+    await entry.runtime_data.coordinator.async_check_now()
+    assert hass.states.get("binary_sensor.nas_connected").state == "off"
+    times: list[int] = []
+    with patch.object(jobs, "probe_location", wraps=jobs.probe_location) as probes:
+        for second in range(1, 81):
+            _step(hass, freezer, 1)
+            await hass.async_block_till_done(wait_background_tasks=True)
+            if probes.call_count > len(times):
+                times.append(second)
+    assert times == [5, 15, 35, 55, 75]
+    await run(hass, location_dir.mkdir)
+    with patch.object(jobs, "probe_location", wraps=jobs.probe_location) as probes:
+        back_after = 0
+        while hass.states.get("binary_sensor.nas_connected").state != "on":
+            assert back_after < PROBE_RETRY_MAX
+            _step(hass, freezer, 1)
+            back_after += 1
+            await hass.async_block_till_done(wait_background_tasks=True)
+        # At the next step of the back-off (75 + 20 s); found by the probe,
+        # then listed (the listing probes again).
+        assert back_after == 95 - 80
+        assert probes.call_count == 2
+        for _ in range(int(PROBE_INTERVAL)):
+            _step(hass, freezer, 1)
+            await hass.async_block_till_done(wait_background_tasks=True)
+        assert probes.call_count == 3
+    await hass.config_entries.async_unload(entry.entry_id)
+
+
+async def test_outage_found_by_an_operation_is_not_a_second_warning(
+    hass: HomeAssistant,
+    ha_config_dir: Path,
+    location_dir: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The operation logs its failure; the outage itself is information."""
+    entry = await setup_location(hass, location_dir, require_mount=False)
+    await run(hass, location_dir.rmdir)
+    caplog.clear()
+    with pytest.raises(HomeAssistantError):
+        await hass.services.async_call(
+            "button", "press", {"entity_id": "button.nas_create_backup"}, blocking=True
+        )
+    warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert [r.getMessage().split(":")[:2] for r in warnings] == [
+        ["NAS", " creating failed"]
+    ]
+    assert "NAS is unavailable" in caplog.text  # at INFO
+    assert hass.states.get("binary_sensor.nas_connected").state == "off"
     await hass.config_entries.async_unload(entry.entry_id)

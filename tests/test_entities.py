@@ -35,6 +35,7 @@ EXPECTED = {
     "binary_sensor.nas_connected": ("connected", "connectivity", "diagnostic", None),
     "binary_sensor.nas_backup_overdue": ("backup_overdue", "problem", None, None),
     "button.nas_create_backup": ("create_backup", None, None, None),
+    "button.nas_check_now": ("check_now", None, "diagnostic", None),
 }  # fmt: skip
 
 
@@ -119,6 +120,8 @@ async def test_down_location(
     assert connected.attributes["reason"] == "not_found"
     assert hass.states.get("sensor.nas_state").state == "idle"
     assert hass.states.get("sensor.nas_last_failure").state == "unknown"
+    # What checks the location again is there when it is wanted.
+    assert hass.states.get("button.nas_check_now").state != STATE_UNAVAILABLE
 
 
 @pytest.mark.parametrize(

@@ -12,7 +12,7 @@ import yaml
 
 from custom_components.backup_offload import engine
 from custom_components.backup_offload.binary_sensor import BINARY_SENSORS
-from custom_components.backup_offload.button import CREATE_BACKUP
+from custom_components.backup_offload.button import BUTTONS
 from custom_components.backup_offload.const import OperationState
 from custom_components.backup_offload.engine.errors import BackupOffloadError
 from custom_components.backup_offload.engine.location import CONFIG_REASONS
@@ -38,7 +38,7 @@ def test_entities_translated_with_icons() -> None:
     entities = {
         "sensor": [d.translation_key for d in SENSORS],
         "binary_sensor": [d.translation_key for d in BINARY_SENSORS],
-        "button": [CREATE_BACKUP.translation_key],
+        "button": [d.translation_key for d in BUTTONS],
     }
     for platform, keys in entities.items():
         for key in keys:
@@ -92,3 +92,9 @@ def test_services_described() -> None:
         assert services[name]["fields"]["config_entry_id"]["selector"] == {
             "config_entry": {"integration": "backup_offload"}
         }
+
+
+def test_issues_fixable_or_described() -> None:
+    """An issue has a fix flow or a description, not both (hassfest's rule)."""
+    for key, issue in STRINGS["issues"].items():
+        assert ("fix_flow" in issue) != ("description" in issue), key

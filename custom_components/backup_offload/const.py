@@ -35,8 +35,21 @@ DEFAULT_OVERDUE_HOURS: Final = 0
 DEFAULT_INCLUDE_DATABASE: Final = True
 DEFAULT_COMPRESS: Final = True
 
-# How often the location is probed and listed.
+# How often the location is probed and listed (the listing reads every
+# archive's header on a slow share: not something to do every few seconds).
 SCAN_INTERVAL: Final = timedelta(minutes=5)
+# Between listings, a cheap probe (mount check and statvfs, no listing) tells
+# whether the location is still there. While it is usable, every 30 s: a share
+# that goes away shows as disconnected within a minute, also on a hung share
+# whose probe takes PROBE_TIMEOUT to fail (30 + 10 s).
+PROBE_INTERVAL: Final = 30.0
+# While it is not usable, sooner, so that a share mounted again shows within
+# 30 s: the first retry after PROBE_RETRY_FIRST seconds, then each wait twice
+# the last, up to PROBE_RETRY_MAX (5, 10, 20, 20, ...). 20 s leaves 10 s of
+# the 30 for the probe and the listing the location's return starts; a probe
+# that fails at once costs next to nothing, so more back-off saves little.
+PROBE_RETRY_FIRST: Final = 5.0
+PROBE_RETRY_MAX: Final = 20.0
 # A probe that takes longer reports the location as not responding.
 PROBE_TIMEOUT: Final = 10.0
 # A refresh of an idle location removes the temporary files of ours that

@@ -4,16 +4,27 @@ A location that is down is data, not an error: the coordinator keeps
 running and reports it, so the `connected` sensor can say "NAS disconnected"
 and a repair issue can explain it, instead of Home Assistant retrying the
 setup in a loop.
+
+Between two listings a cheap probe (mount check and statvfs, no listing)
+runs on its own schedule: often enough that a share that goes away, or comes
+back, shows within a minute or half a minute, without reading the share's
+whole listing every few seconds. It goes through the location's runner like
+every job, and it never waits for one: while an operation or a refresh holds
+the location, or a job hangs on it, the probe is skipped or fails at once.
 """
 
 from __future__ import annotations
 
+import asyncio
+from datetime import datetime
 from functools import partial
+import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from homeassistant.core import HomeAssistant, callback
+from homeassistant.core import CALLBACK_TYPE, HassJob, HomeAssistant, callback
 from homeassistant.helpers import issue_registry as ir
+from homeassistant.helpers.event import async_call_later
 from homeassistant.helpers.update_coordinator import DataUpdateCoordinator
 from homeassistant.util import dt as dt_util
 
@@ -22,18 +33,25 @@ from .const import (
     CONF_REQUIRE_MOUNT,
     DOMAIN,
     LOGGER,
+    PROBE_INTERVAL,
+    PROBE_RETRY_FIRST,
+    PROBE_RETRY_MAX,
     SCAN_INTERVAL,
     STALE_TEMP_AGE,
 )
 from .engine import jobs
 from .engine.errors import BackupOffloadError, LocationUnavailableError
 from .engine.jobs import LocationState
+from .engine.location import LocationStatus
 from .engine.metadata import BackupInfo
 from .engine.retention import in_future
 
 if TYPE_CHECKING:
     from .manager import LocationManager
     from .models import BackupOffloadConfigEntry
+
+ISSUE_PREFIX = "location_unavailable_"
+"""The repair issue of a location that is down: this and its entry's id."""
 
 
 class BackupOffloadCoordinator(DataUpdateCoordinator[LocationState]):
@@ -70,10 +88,154 @@ class BackupOffloadCoordinator(DataUpdateCoordinator[LocationState]):
         # still holds the location refreshes it when it is done.
         if (previous := manager.last_data) is not None:
             self.data = previous
+        self._probing = False
+        self._probe_holds = False
+        self._probe_timer: CALLBACK_TYPE | None = None
+        self._probe_task: asyncio.Task[None] | None = None
+        self._retry_delay = PROBE_RETRY_FIRST
+        self._probe_job = HassJob(
+            self._async_probe_due, f"{self.name} probe", cancel_on_shutdown=True
+        )
+
+    @property
+    def usable(self) -> bool:
+        """Return True when the last probe passed and backups can be written."""
+        # None before the first refresh, whatever the base class's type says.
+        data: LocationState | None = self.data
+        return data is not None and _usable(data.status)
+
+    def problem(self) -> BackupOffloadError | None:
+        """Return what keeps the location from being usable, if anything."""
+        data = self.data
+        if data.error is not None:
+            return data.error
+        if data.status is not None and data.status.writable is False:
+            return self._read_only_error()
+        return None
+
+    def _read_only_error(self) -> LocationUnavailableError:
+        path = str(self.location.path)
+        return LocationUnavailableError(
+            f"{path}: mounted read-only", "not_writable", path=path
+        )
+
+    async def _async_setup(self) -> None:
+        """Start the probe's schedule (once per load, before the first refresh).
+
+        A reload of a location that is down probes soon, as the first load
+        does once its first refresh finds it down.
+        """
+        self._probing = True
+        previous: LocationState | None = self.data
+        if previous is None:
+            self._schedule_probe(PROBE_INTERVAL)
+        else:
+            self._schedule_next_probe()
+
+    async def async_shutdown(self) -> None:
+        """Stop the refreshes and the probe (unload, or Home Assistant stops)."""
+        self._probing = False
+        self._cancel_probe_timer()
+        await super().async_shutdown()
+
+    async def async_check_now(self) -> None:
+        """Probe and list the location now (the "Check now" button, the repair).
+
+        One job, as a refresh: a location that hangs holds no second thread.
+        """
+        await self.async_refresh()
+        self._retry_delay = PROBE_RETRY_FIRST
+        if not self._probe_running:
+            self._schedule_next_probe()
+
+    async def async_probe(self) -> None:
+        """Probe the location (no listing) and apply what changed.
+
+        Back after an outage: a full refresh, so that its backups show. Gone:
+        the state says so at once. Skipped while an operation or a refresh
+        holds the location: they report what they find, and the probe must
+        not queue behind them (or behind a share that hangs).
+        """
+        if self.manager.busy or self.runner.running:
+            return
+        self._probe_holds = True
+        try:
+            status = await self.runner.run(jobs.probe_location, self.location)
+        except BackupOffloadError as err:
+            self._apply_probe_failure(err)
+            return
+        finally:
+            self._probe_holds = False
+        if not self.data.available or _usable(status) != self.usable:
+            await self.async_refresh()
+
+    @callback
+    def _apply_probe_failure(self, err: BackupOffloadError) -> None:
+        """Show a location that went down, or is down for another reason now."""
+        if (
+            isinstance(err, LocationUnavailableError)
+            and err.location_reason == "not_responding"
+            and not self.runner.stuck
+        ):
+            # The probe did not get the location in time: something took it
+            # after the check above. Busy, not down.
+            return
+        error = self.data.error
+        if error is None or error.reason_code != err.reason_code:
+            self.async_set_updated_data(self._unavailable(err))
+
+    @callback
+    def _schedule_probe(self, delay: float) -> None:
+        self._cancel_probe_timer()
+        if self._probing:
+            self._probe_timer = async_call_later(self.hass, delay, self._probe_job)
+
+    @callback
+    def _cancel_probe_timer(self) -> None:
+        if self._probe_timer is not None:
+            self._probe_timer()
+            self._probe_timer = None
+
+    @callback
+    def _schedule_next_probe(self) -> None:
+        """Probe again: every PROBE_INTERVAL while usable, sooner while not."""
+        if self.usable:
+            self._retry_delay = PROBE_RETRY_FIRST
+            self._schedule_probe(PROBE_INTERVAL)
+            return
+        delay = self._retry_delay
+        self._retry_delay = min(delay * 2, PROBE_RETRY_MAX)
+        self._schedule_probe(delay)
+
+    @callback
+    def _probe_sooner(self) -> None:
+        """Start the back-off from its first step: the location just went down."""
+        self._retry_delay = PROBE_RETRY_FIRST
+        if not self._probe_running:
+            # A probe that runs now schedules the next one when it ends.
+            self._schedule_next_probe()
+
+    @property
+    def _probe_running(self) -> bool:
+        return self._probe_task is not None and not self._probe_task.done()
+
+    @callback
+    def _async_probe_due(self, _now: datetime) -> None:
+        self._probe_timer = None
+        self._probe_task = self.config_entry.async_create_background_task(
+            self.hass, self._async_scheduled_probe(), f"{self.name} probe"
+        )
+
+    async def _async_scheduled_probe(self) -> None:
+        try:
+            await self.async_probe()
+        finally:
+            self._schedule_next_probe()
 
     async def _async_update_data(self) -> LocationState:
-        if self.runner.running and self.data is not None:
+        if self.runner.running and not self._probe_holds and self.data is not None:
             # An operation holds the location; it refreshes when it is done.
+            # (A probe is over in a moment: the listing waits for it.)
             return self.data
         try:
             if self.manager.busy:
@@ -126,8 +288,12 @@ class BackupOffloadCoordinator(DataUpdateCoordinator[LocationState]):
 
     @callback
     def async_set_unavailable(self, err: BackupOffloadError) -> None:
-        """Apply an operation's finding that the location is down."""
-        self.async_set_updated_data(self._unavailable(err))
+        """Apply an operation's finding that the location is down.
+
+        The operation reports its failure (a warning, the action's error):
+        the outage itself is logged as information, not as a second warning.
+        """
+        self.async_set_updated_data(self._unavailable(err, reported=True))
 
     def _available(self, snapshot: LocationState) -> LocationState:
         if self.data is not None and not self.data.available:
@@ -142,13 +308,8 @@ class BackupOffloadCoordinator(DataUpdateCoordinator[LocationState]):
                     "%s is mounted read-only: no backup can be written there",
                     self.config_entry.title,
                 )
-            self._raise_issue(
-                LocationUnavailableError(
-                    f"{self.location.path}: mounted read-only",
-                    "not_writable",
-                    path=str(self.location.path),
-                )
-            )
+                self._probe_sooner()
+            self._raise_issue(self._read_only_error())
         else:
             ir.async_delete_issue(self.hass, DOMAIN, self._issue_id)
         return snapshot
@@ -183,10 +344,20 @@ class BackupOffloadCoordinator(DataUpdateCoordinator[LocationState]):
             and data.error.location_reason == "not_writable"
         )
 
-    def _unavailable(self, err: BackupOffloadError) -> LocationState:
-        if self.data is None or self.data.available:
+    def _unavailable(
+        self, err: BackupOffloadError, *, reported: bool = False
+    ) -> LocationState:
+        # None before the first refresh, whatever the base class's type says.
+        data: LocationState | None = self.data
+        if data is None or data.available:
             # Once per outage, not at every refresh.
-            LOGGER.warning("%s is unavailable: %s", self.config_entry.title, err)
+            LOGGER.log(
+                logging.INFO if reported else logging.WARNING,
+                "%s is unavailable: %s",
+                self.config_entry.title,
+                err,
+            )
+            self._probe_sooner()
         self._raise_issue(err)
         return LocationState(error=err)
 
@@ -195,7 +366,7 @@ class BackupOffloadCoordinator(DataUpdateCoordinator[LocationState]):
             self.hass,
             DOMAIN,
             self._issue_id,
-            is_fixable=False,
+            is_fixable=True,
             severity=ir.IssueSeverity.ERROR,
             translation_key="location_unavailable",
             translation_placeholders={
@@ -209,4 +380,9 @@ class BackupOffloadCoordinator(DataUpdateCoordinator[LocationState]):
 
     @property
     def _issue_id(self) -> str:
-        return f"location_unavailable_{self.config_entry.entry_id}"
+        return f"{ISSUE_PREFIX}{self.config_entry.entry_id}"
+
+
+def _usable(status: LocationStatus | None) -> bool:
+    """Return True for a location that passed its probe and is not read-only."""
+    return status is not None and status.writable is not False

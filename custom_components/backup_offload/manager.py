@@ -510,7 +510,9 @@ class LocationManager:
         with ``cached: true`` instead of waiting for it.
         """
         data = self.coordinator.data
-        if self.runner.running and not self.runner.stuck and data.available:
+        # An operation, not the periodic probe (milliseconds): a listing
+        # that meets the probe waits for it and is fresh.
+        if self.busy and not self.runner.stuck and data.available:
             return {
                 "backups": [backup_to_dict(b, self.instance_id) for b in data.backups],
                 "invalid": data.invalid,
