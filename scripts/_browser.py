@@ -69,6 +69,29 @@ CLICK_TEXT = """
 """
 
 
+# The box of the first element named TAG, through shadow roots, with MARGIN.
+BOUNDS = """
+((tag, margin) => {
+  const find = (node) => {
+    if (node.localName === tag) return node;
+    for (const child of [node.shadowRoot, ...node.children].filter(Boolean)) {
+      const hit = find(child);
+      if (hit) return hit;
+    }
+    return null;
+  };
+  const element = find(document);
+  if (!element) return null;
+  const box = element.getBoundingClientRect();
+  return {
+    x: Math.max(box.left - margin, 0),
+    y: Math.max(box.top - margin, 0),
+    width: box.width + 2 * margin,
+    height: box.height + 2 * margin,
+  };
+})
+"""
+
 Handler = Callable[[dict[str, Any]], Coroutine[Any, Any, None]]
 
 
@@ -206,9 +229,17 @@ class Page:
             f"({CLICK_TEXT})({json.dumps(text)})", f"{text!r} to click", within
         )
 
-    async def screenshot(self, path: Path) -> int:
-        """Save the viewport as a small PNG (256 colours); return its size."""
-        shot = await self.send("Page.captureScreenshot", format="png")
+    async def bounds(self, tag: str, margin: int) -> dict[str, float] | None:
+        """Return the box of the first ``tag`` element and ``margin`` around it."""
+        box = await self.evaluate(f"({BOUNDS})({json.dumps(tag)}, {margin})")
+        return None if box is None else {**box, "scale": 1}
+
+    async def screenshot(self, path: Path, clip: dict[str, float] | None) -> int:
+        """Save the viewport (or ``clip`` of it) as a small PNG; return its size."""
+        options: dict[str, Any] = {"format": "png"}
+        if clip is not None:
+            options["clip"] = clip
+        shot = await self.send("Page.captureScreenshot", **options)
         image = Image.open(io.BytesIO(base64.b64decode(shot["data"])))
         # A screenshot of a user interface has few colours: a palette keeps
         # the file small and looks the same.

@@ -255,19 +255,23 @@ class Tour:
     taken: list[tuple[str, int]] = field(default_factory=list)
     loaded: bool = False
 
-    async def shoot(self, name: str, *expected: str, settle: float = 1.0) -> None:
-        """Wait for ``expected``, check the page for raw keys, save it."""
+    async def shoot(self, name: str, *expected: str, only: str | None = None) -> None:
+        """Wait for ``expected``, check the page for raw keys, save it.
+
+        ``only``: the element (its tag) to show instead of the whole page.
+        """
         try:
             page_text = await self.page.wait_for(*expected)
         except BrowserError as err:
             state = await self.page.evaluate(DEBUG_JS)
             raise SystemExit(f"screenshots: {name}: {err}\n{state}") from err
-        await asyncio.sleep(settle)  # let dialogs finish their animation
+        await asyncio.sleep(1)  # let dialogs finish their animation
         page_text = await self.page.text()
         raw = sorted(set(re.findall(re.escape(RAW_KEY) + r"[\w.]+", page_text)))
         if raw:
             raise SystemExit(f"screenshots: {name}: raw translation keys: {raw}")
-        size = await self.page.screenshot(self.out / f"{name}.png")
+        clip = None if only is None else await self.page.bounds(only, margin=6)
+        size = await self.page.screenshot(self.out / f"{name}.png", clip)
         if size > MAX_PNG:
             raise SystemExit(f"screenshots: {name}.png is {size} bytes (> {MAX_PNG})")
         self.taken.append((name, size))
@@ -364,7 +368,7 @@ async def action_response(tour: Tour, entry_id: str) -> None:
 async def dashboard(tour: Tour, name: str, *expected: str) -> None:
     """Show the card of docs/dashboard.yaml on a dashboard."""
     await tour.open("/lovelace/0")
-    await tour.shoot(name, *expected)
+    await tour.shoot(name, *expected, only="hui-vertical-stack-card")
 
 
 async def save_dashboard(hass: Hass) -> None:
