@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
-from collections.abc import Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 import contextlib
 import io
 import itertools
@@ -113,7 +113,9 @@ class Page:
 
     @classmethod
     @contextlib.asynccontextmanager
-    async def connect(cls, session: aiohttp.ClientSession, port: int) -> Any:
+    async def connect(
+        cls, session: aiohttp.ClientSession, port: int
+    ) -> AsyncIterator[Page]:
         """Connect to the first page of the browser listening on ``port``."""
         async with session.get(f"http://127.0.0.1:{port}/json/list") as resp:
             targets = await resp.json()
