@@ -4,6 +4,11 @@ Started with `python -m homeassistant -c <tmp>` (only the integrations the
 tests need, HTTP on 127.0.0.1) and stopped cleanly; the `instance` fixture
 (tests/conftest.py) gives one to a test. For end-to-end tests and for the
 crash tests, which kill it.
+
+As a pytest plugin (`pytest --noconftest -p tests.live_hass
+tests/test_e2e.py`) this module alone gives the end-to-end test its
+`instance`: for a Home Assistant release that Home Assistant's test harness
+(pytest-homeassistant-custom-component) does not support yet.
 """
 
 from __future__ import annotations
@@ -166,3 +171,10 @@ def call_action(hass: Instance, service: str, **data: Any) -> dict[str, Any]:
 def entity_state(hass: Instance, entity_id: str) -> str:
     """Return an entity's state."""
     return str(hass.request("GET", f"/api/states/{entity_id}")["state"])
+
+
+@pytest.fixture
+def instance(tmp_path: Path) -> Iterator[Instance]:
+    """Start a real Home Assistant process; stop it after (plugin use only)."""
+    with started(tmp_path) as hass:
+        yield hass

@@ -30,7 +30,7 @@ EXPECTED = {
     "sensor.nas_last_backup_size": ("last_backup_size", "data_size", DIAGNOSTIC, "MiB"),
     "sensor.nas_used_space": ("used_space", "data_size", "diagnostic", "GiB"),
     "sensor.nas_free_space": ("free_space", "data_size", "diagnostic", "GiB"),
-    "sensor.nas_backups": ("backup_count", None, None, "backups"),
+    "sensor.nas_backups": ("backup_count", None, None, None),
     "sensor.nas_last_failure": ("last_failure", "timestamp", "diagnostic", None),
     "binary_sensor.nas_connected": ("connected", "connectivity", "diagnostic", None),
     "binary_sensor.nas_backup_overdue": ("backup_overdue", "problem", None, None),
