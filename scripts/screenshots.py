@@ -403,9 +403,11 @@ async def repair(tour: Tour, location: str) -> None:
     # The next probe finds the location gone; wait for it and its repair.
     await tour.page.wait_for(title, within=90)
     await tour.page.click(title)
+    # The fix flow: what is wrong (the translated message), and a Submit
+    # that checks the location now.
     await tour.shoot(
         "repair",
-        text("issues", "location_unavailable", "description"),
+        text("exceptions", "location_not_a_mount", "message").format(location=NAME),
         "No backup is written there until this is fixed",
     )
 
@@ -445,16 +447,15 @@ async def tour_all(hass: Hass, page: Page, args: argparse.Namespace) -> Tour:
     await backup_page(tour, backup_id)
     await action_response(tour, entry_id)
     sensor = STRINGS["entity"]["sensor"]
+    card = yaml.safe_load(DASHBOARD.read_text())
     await dashboard(
         tour,
         "dashboard",
         "NAS backups",
-        sensor["state"]["name"],
+        # The names the card gives its rows.
+        *(row["name"] for row in card["cards"][0]["entities"]),
         # A translated state: the card was drawn with the translations.
         sensor["state"]["state"]["idle"],
-        sensor["last_backup"]["name"],
-        sensor["free_space"]["name"],
-        STRINGS["entity"]["button"]["create_backup"]["name"],
     )
     await repair(tour, args.location)
     await dashboard(
