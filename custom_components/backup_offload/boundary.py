@@ -11,7 +11,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Coroutine
 from functools import wraps
+import logging
 from typing import TYPE_CHECKING, Any, Protocol, cast
+from weakref import WeakSet
 
 from homeassistant.components.backup import (
     BackupAgentError,
@@ -20,7 +22,7 @@ from homeassistant.components.backup import (
 )
 from homeassistant.exceptions import HomeAssistantError, ServiceValidationError
 
-from .const import DOMAIN
+from .const import DOMAIN, LOGGER
 from .engine.errors import (
     BackupNotFoundError,
     BackupOffloadError,
@@ -53,6 +55,50 @@ def to_ha_error(err: BackupOffloadError, location: str) -> HomeAssistantError:
         translation_key=err.translation_key,
         translation_placeholders={"location": location, **err.placeholders},
     )
+
+
+# Home Assistant 2025.5 and older log every HomeAssistantError an action
+# raises through the websocket API (an action called from Developer tools, a
+# button pressed in the frontend) as "Unexpected exception", with its
+# traceback; later versions, and every version for a ServiceValidationError,
+# log its message as an error. A share that is not mounted is no bug: the
+# failure is logged once, as a warning, and these records of it are dropped.
+_WEBSOCKET_LOGGER = logging.getLogger(
+    "homeassistant.components.websocket_api.http.connection"
+)
+_REPORTED: WeakSet[HomeAssistantError] = WeakSet()
+"""Errors raised to a caller after a warning said what went wrong."""
+
+
+class _ReportedFilter(logging.Filter):
+    """Drops Home Assistant's log record of an error in ``_REPORTED``."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info:
+            return record.exc_info[1] not in _REPORTED
+        # "[connection id] message": the error's message, as the answer has it.
+        message = record.getMessage()
+        return not any(message.endswith(f"] {error}") for error in _REPORTED)
+
+
+_FILTER = _ReportedFilter()
+
+
+def reported_error(err: BackupOffloadError, location: str) -> HomeAssistantError:
+    """Return the translated error of an action or a press, logged once.
+
+    An operation that failed has logged its warning (``logged``); a refusal
+    (busy) or the caller's mistake is logged here. Home Assistant's own
+    record of the error (a traceback, on older releases) is dropped.
+    """
+    error = to_ha_error(err, location)
+    if not err.logged:
+        LOGGER.warning("%s: %s", location, error)
+        err.logged = True
+    # Idempotent: a filter is added once.
+    _WEBSOCKET_LOGGER.addFilter(_FILTER)
+    _REPORTED.add(error)
+    return error
 
 
 def translated_message(err: BackupOffloadError, location: str) -> str:

@@ -324,6 +324,7 @@ class LocationManager:
     @callback
     def _record_failure(self, state: OperationState, err: BackupOffloadError) -> None:
         LOGGER.warning("%s: %s failed: %s", self.entry.title, state.value, err)
+        err.logged = True
         self.last_failure = Failure(
             time=dt_util.utcnow(), operation=state, error=str(err)
         )

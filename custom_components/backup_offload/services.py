@@ -19,7 +19,7 @@ from homeassistant.exceptions import ServiceValidationError, Unauthorized, Unkno
 from homeassistant.helpers import config_validation as cv
 import voluptuous as vol
 
-from .boundary import to_ha_error
+from .boundary import reported_error
 from .const import CONF_INCLUDE_DATABASE, CONF_PASSWORD, DOMAIN
 from .engine.errors import BackupOffloadError
 from .engine.restore.checks import pattern_is_forbidden
@@ -206,7 +206,7 @@ def _admin_only(
         try:
             return await handler(manager, call)
         except BackupOffloadError as err:
-            raise to_ha_error(err, manager.entry.title) from err
+            raise reported_error(err, manager.entry.title) from err
 
     return admin_handler
 

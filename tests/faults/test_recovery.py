@@ -388,6 +388,49 @@ async def test_press_while_unmounted_logs_one_warning(
     await hass.config_entries.async_unload(entry.entry_id)
 
 
+@pytest.mark.parametrize(
+    ("service", "warning"),
+    [("create", "NAS: creating failed"), ("list", "NAS: Location NAS is unavailable")],
+)
+async def test_action_while_unmounted_logs_one_warning(
+    hass: HomeAssistant,
+    ha_config_dir: Path,
+    share: Share,
+    hass_ws_client: Any,
+    caplog: pytest.LogCaptureFixture,
+    service: str,
+    warning: str,
+) -> None:
+    """An action from Developer tools on a share that is gone: one warning."""
+    assert await async_setup_component(hass, "websocket_api", {})
+    entry = await setup_location(hass, share.path)
+    await run(hass, share.unmount)
+    caplog.clear()
+    client = await hass_ws_client(hass)
+    with caplog.at_level(logging.DEBUG):
+        await client.send_json_auto_id(
+            {
+                "type": "call_service",
+                "domain": DOMAIN,
+                "service": service,
+                "service_data": {"config_entry_id": entry.entry_id},
+                "return_response": True,
+            }
+        )
+        answer: dict[str, Any] = await client.receive_json()
+        await hass.async_block_till_done()
+
+    assert not answer["success"]
+    assert answer["error"]["translation_key"] == "location_not_a_mount"
+    records = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert [r.levelname for r in records] == ["WARNING"], [
+        (r.levelname, r.name, r.getMessage()) for r in records
+    ]
+    assert records[0].getMessage().startswith(warning)
+    assert not any(r.exc_info for r in caplog.records if r.levelno > logging.DEBUG)
+    await hass.config_entries.async_unload(entry.entry_id)
+
+
 async def test_press_while_busy_logs_one_warning(
     hass: HomeAssistant,
     ha_config_dir: Path,

@@ -48,6 +48,8 @@ class BackupOffloadError(Exception):
     caller_input: ClassVar[bool] = False
     """True when the caller asked for something that cannot be (a backup that
     is not there, a wrong password): not a failure of the location."""
+    logged = False
+    """True once a warning has said it (the operation that failed)."""
 
     def __init__(self, message: str, **placeholders: str) -> None:
         """Store a readable message and the translation placeholders."""
