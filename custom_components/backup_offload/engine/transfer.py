@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 import contextlib
 from dataclasses import dataclass, field, replace
+import errno
 import hashlib
 import os
 from pathlib import Path
@@ -281,9 +282,9 @@ def _check_read_back(upload: Upload) -> None:
             while data := file.read(READ_BACK_CHUNK):
                 sha256.update(data)
             digest = sha256.hexdigest()
-    except BackupNotFoundError as err:
-        raise WriteFailedError(f"{upload.temp.name} vanished") from err
     except OSError as err:
+        if err.errno == errno.ENOENT:  # someone removed our temporary file
+            raise WriteFailedError(f"{upload.temp.name} vanished") from err
         raise read_error(upload.temp, err) from err
     if (found.st_dev, found.st_ino) != (written.st_dev, written.st_ino):
         raise CopyMismatchError(f"{upload.temp.name} was replaced while it was written")
