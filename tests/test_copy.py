@@ -46,7 +46,7 @@ from .common import (
     ws,
 )
 from .engine.helpers import backup_bytes
-from .mounts import tmpfs, unmount
+from .mounts import lazy_unmount, tmpfs, unmount
 
 MiB = 1 << 20
 SUPERVISOR = "hassio.local"
@@ -119,7 +119,8 @@ class StandInAgent(BackupAgent):
 
     Backups are bytes in memory; ``on_end`` runs once the last chunk was
     taken, ``fail_after`` breaks the stream there, ``pause`` waits before
-    each chunk (``hang`` forever).
+    each chunk (``hang`` forever); ``fail_open`` and ``fail_delete`` make
+    the download and the delete fail.
     """
 
     domain = "hassio"
@@ -134,6 +135,8 @@ class StandInAgent(BackupAgent):
         self.calls: list[str] = []
         self.chunk = MiB
         self.fail_after: int | None = None
+        self.fail_open = False
+        self.fail_delete = False
         self.pause = 0.0
         self.hang = False
         self.on_end: Callable[[], Any] | None = None
@@ -150,6 +153,8 @@ class StandInAgent(BackupAgent):
         self.calls.append("download")
         if backup_id not in self.backups:
             raise BackupNotFound(backup_id)
+        if self.fail_open:
+            raise HomeAssistantError("Supervisor answered 500")
         return self._chunks(self.backups[backup_id][1])
 
     async def _chunks(self, data: bytes) -> AsyncIterator[bytes]:
@@ -173,6 +178,8 @@ class StandInAgent(BackupAgent):
     async def async_delete_backup(self, backup_id: str, **kwargs: Any) -> None:
         """Forget a backup."""
         self.calls.append("delete")
+        if self.fail_delete:
+            raise HomeAssistantError("Supervisor refused to delete")
         self.backups.pop(backup_id)
         self.deleted.append(backup_id)
 
@@ -685,3 +692,80 @@ async def test_without_backup_component(
     with pytest.raises(ServiceValidationError) as err:
         await copy(hass, init_integration, "backup.local")
     assert err.value.translation_key == "copy_unknown_source"
+
+
+async def test_source_refuses_download_or_delete(
+    hass: HomeAssistant,
+    nas: tuple[MockConfigEntry, Path],
+    supervisor: StandInAgent,
+) -> None:
+    """A download that cannot start fails; a delete that fails keeps the copy."""
+    entry, mount_point = nas
+    supervisor.add(await run(hass, backup_bytes, "5e1ec7ed", "S", MiB), "5e1ec7ed")
+    supervisor.fail_open = True
+    with pytest.raises(HomeAssistantError, match="Supervisor answered 500") as err:
+        await copy(hass, entry, SUPERVISOR, backup_id="5e1ec7ed")
+    assert err.value.translation_key == "copy_source_failed"
+    assert await files(hass, mount_point) == []
+
+    supervisor.fail_open = False
+    supervisor.fail_delete = True
+    copied = async_capture_events(hass, EVENT_BACKUP_COPIED)
+    response = await copy(
+        hass, entry, SUPERVISOR, backup_id="5e1ec7ed", delete_source=True
+    )
+    assert [c["backup"]["backup_id"] for c in response["copied"]] == ["5e1ec7ed"]
+    assert response["deleted_from_source"] == []
+    [failure] = response["failed"]
+    assert failure["stage"] == "delete_source"
+    assert failure["reason"] == "copy_source_failed"
+    assert "Supervisor refused to delete" in failure["error"]
+    assert copied[0].data["deleted_from_source"] is False
+    assert "5e1ec7ed" in supervisor.backups
+    assert len(await archives(hass, mount_point)) == 1
+
+
+async def test_target_goes_down_during_a_sync(
+    hass: HomeAssistant,
+    nas: tuple[MockConfigEntry, Path],
+    supervisor: StandInAgent,
+) -> None:
+    """The share goes away mid-sync: the sync stops with that error at once.
+
+    The backup being copied is not deleted from the source, and the next
+    one is not even opened.
+    """
+    entry, mount_point = nas
+    supervisor.add(await run(hass, backup_bytes, "0000000a", "A", MiB), "0000000a")
+    supervisor.add(await run(hass, backup_bytes, "0000000b", "B", MiB), "0000000b")
+
+    async def share_gone() -> None:
+        await run(hass, lazy_unmount, mount_point)
+
+    supervisor.on_end = share_gone
+    with pytest.raises(HomeAssistantError) as err:
+        await copy(hass, entry, SUPERVISOR, delete_source=True)
+    assert err.value.translation_key == "location_not_a_mount"
+    assert supervisor.calls.count("download") == 1
+    assert supervisor.deleted == []
+    assert await files(hass, mount_point) == []
+
+
+async def test_local_file_gone(
+    hass: HomeAssistant,
+    nas: tuple[MockConfigEntry, Path],
+    ha_config_dir: Path,
+    hass_ws_client: Any,
+) -> None:
+    """A local backup removed behind Home Assistant's back fails at the source."""
+    entry, mount_point = nas
+    client = await hass_ws_client(hass)
+    await _generate_local(hass, client, "Gone")
+    [archive] = await archives(hass, ha_config_dir / "backups")
+    await run(hass, archive.unlink)
+    response = await copy(hass, entry, "backup.local")
+    [failure] = response["failed"]
+    assert failure["reason"] == "copy_source_failed"
+    assert "ENOENT" in failure["error"]
+    assert response["copied"] == []
+    assert await files(hass, mount_point) == []

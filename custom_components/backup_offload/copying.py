@@ -279,8 +279,6 @@ def _opener(hass: HomeAssistant, agent: BackupAgent, backup_id: str) -> OpenStre
                 stream = _file_chunks(hass, file, path)
             else:
                 stream = await agent.async_download_backup(backup_id)
-        except BackupOffloadError:
-            raise
         except Exception as err:  # any agent's failure is the source's
             raise _source_failed(agent, backup_id, err) from err
         return _guarded(agent, backup_id, stream)
@@ -319,8 +317,6 @@ async def _guarded(
                     backup_id,
                     TimeoutError(f"nothing received for {SOURCE_STALL_TIMEOUT:g} s"),
                 ) from err
-            except BackupOffloadError:
-                raise
             except Exception as err:  # a stream may raise anything
                 raise _source_failed(agent, backup_id, err) from err
             yield chunk
