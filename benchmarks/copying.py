@@ -5,8 +5,10 @@ loop benchmark does) with its ``backup`` integration, whose local agent
 holds one backup of a few hundred MB in ``config/backups``. For each target
 mount (a tmpfs, an ext4 file system on a loop device) and each round, it
 times the ``copy`` action (stream, write, fsync, read back, compare, publish)
-and ``cp`` of the same file to the same mount, with and without a ``sync``
-of the copied file, side by side; each copy is removed before the next.
+and ``cp`` of the same file to the same mount, alone, with a ``sync`` of the
+copy, and with ``sha256sum`` of both files after that (the shell's version
+of the copy's checks; it reads the copy from the page cache, ours from the
+file system), side by side; each copy is removed before the next.
 """
 
 from __future__ import annotations
@@ -24,6 +26,11 @@ import time
 from typing import Any
 
 BACKUP_ID = "c0pyc0py"
+# The shell's equivalents of what the copy does ($1 the source, $2 the copy):
+# write, make durable, hash what was sent and what was stored.
+CP = 'cp "$1" "$2"'
+SYNC = 'sync -f "$2"'
+SUMS = 'sha256sum "$1" "$2" >/dev/null'
 _CHUNK = 1 << 20
 
 
@@ -193,17 +200,22 @@ async def run_copy(
                     blocking=True,
                 )
                 # Blocking, but nothing else runs on this loop meanwhile.
+                copied = f"{target}/{local.name}"
                 for tool, command in (
                     ("cp", ("cp", str(local), str(target))),
                     (
                         "cp + sync",
+                        ("sh", "-c", f"{CP} && {SYNC}", "sh", str(local), copied),
+                    ),
+                    (
+                        "cp + sync + sha256sum of both",
                         (
                             "sh",
                             "-c",
-                            f'cp "$1" "$2" && sync -f "$2/{local.name}"',
+                            f"{CP} && {SYNC} && {SUMS}",
                             "sh",
                             str(local),
-                            str(target),
+                            copied,
                         ),
                     ),
                 ):

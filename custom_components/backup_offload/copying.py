@@ -128,7 +128,7 @@ async def async_copy(
     The target is probed and listed first, so a target that is down fails
     before the source is touched. A single backup that cannot be copied
     raises; a sync lists each failure and goes on, unless the target itself
-    fails (down, hung, full): then it stops with that error.
+    is down or not responding: then it stops with that error.
     """
     agent = source_agent(manager.hass, source, _agent_id(manager))
     result = _Copy(source=source)
