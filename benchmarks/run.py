@@ -608,7 +608,7 @@ def copy_section(s: Settings) -> dict[str, Any]:
                     s.work / "copy-ext4", s.work / "copy-ext4.img", size_mb
                 )
             )
-        result = asyncio.run(copying.run_copy(config, backup, targets, s.repeat))
+        result = copying.run_copy(config, backup, targets, s.repeat)
     shutil.rmtree(config, ignore_errors=True)
     return result
 
