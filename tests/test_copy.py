@@ -13,7 +13,9 @@ import asyncio
 from collections.abc import AsyncIterator, Callable
 import dataclasses
 import hashlib
+import os
 from pathlib import Path
+import signal
 import threading
 from typing import Any
 
@@ -43,10 +45,11 @@ from .common import (
     run,
     setup_backup_component,
     setup_location,
+    wait_until,
     ws,
 )
 from .engine.helpers import backup_bytes
-from .mounts import lazy_unmount, tmpfs, unmount
+from .mounts import fuse_passthrough, lazy_unmount, tmpfs, unmount
 
 MiB = 1 << 20
 SUPERVISOR = "hassio.local"
@@ -117,10 +120,11 @@ def agent_backup_of(data: bytes, backup_id: str, name: str) -> AgentBackup:
 class StandInAgent(BackupAgent):
     """Stands in for the Supervisor's agent: Home Assistant's agent interface.
 
-    Backups are bytes in memory; ``on_end`` runs once the last chunk was
-    taken, ``fail_after`` breaks the stream there, ``pause`` waits before
-    each chunk (``hang`` forever); ``fail_open`` and ``fail_delete`` make
-    the download and the delete fail.
+    Backups are bytes in memory; ``on_chunk`` runs before each chunk (with
+    its offset), ``on_end`` once the last chunk was taken, ``fail_after``
+    breaks the stream there, ``pause`` waits before each chunk (``hang``
+    forever); ``fail_open`` and ``fail_delete`` make the download and the
+    delete fail.
     """
 
     domain = "hassio"
@@ -140,6 +144,7 @@ class StandInAgent(BackupAgent):
         self.pause = 0.0
         self.hang = False
         self.on_end: Callable[[], Any] | None = None
+        self.on_chunk: Callable[[int], Any] | None = None
         self.closed = False
 
     def add(self, data: bytes, backup_id: str, name: str = "Supervisor") -> None:
@@ -165,6 +170,8 @@ class StandInAgent(BackupAgent):
                 if self.hang:
                     await asyncio.Event().wait()
                 await asyncio.sleep(self.pause)
+                if self.on_chunk is not None:
+                    await self.on_chunk(offset)
                 yield data[offset : offset + self.chunk]
             if self.on_end is not None:
                 await self.on_end()
@@ -769,3 +776,50 @@ async def test_local_file_gone(
     assert "ENOENT" in failure["error"]
     assert response["copied"] == []
     assert await files(hass, mount_point) == []
+
+
+async def test_target_hangs_mid_copy(
+    hass: HomeAssistant,
+    ha_config_dir: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A share that stops answering mid-copy: "not responding", source untouched.
+
+    The share is a FUSE passthrough whose daemon is stopped (SIGSTOP) while
+    the source sends: the location's next write hangs (each batch is a job
+    timed as a whole), the copy fails within the probe timeout instead of
+    waiting for the share, and the backup is not deleted from the source.
+    Once the share answers again, the job that was left running removes the
+    copy instead of publishing it.
+    """
+    mount_point = tmp_path / "nas"
+    async with in_executor(hass, fuse_passthrough(mount_point)) as daemon:
+        entry = await setup_location(hass, mount_point, title="NAS")
+        await setup_backup_component(hass)
+        agent = StandInAgent()
+        hass.data[DATA_MANAGER].backup_agents[agent.agent_id] = agent
+        data = await run(hass, backup_bytes, "5e1ec7ed", "S", 3 * MiB)
+        agent.add(data, "5e1ec7ed")
+        runner = entry.runtime_data.coordinator.runner
+
+        async def share_hangs(offset: int) -> None:
+            # Two MiB were handed over: the next batch's write reaches the share.
+            if offset == 2 * MiB:
+                monkeypatch.setattr(runner, "_timeout", 0.5)
+                await run(hass, os.kill, daemon.pid, signal.SIGSTOP)
+
+        agent.on_chunk = share_hangs
+        try:
+            with pytest.raises(HomeAssistantError) as err:
+                await copy(hass, entry, SUPERVISOR, delete_source=True)
+            assert err.value.translation_key == "location_not_responding"
+            assert agent.deleted == []
+            assert not entry.runtime_data.manager.busy
+        finally:
+            await run(hass, os.kill, daemon.pid, signal.SIGCONT)
+        # The job left running on the share sees the copy was given up, and
+        # removes it instead of publishing it.
+        await wait_until(lambda: not runner.stuck)
+        assert await files(hass, mount_point) == []
+        await hass.config_entries.async_unload(entry.entry_id)

@@ -304,6 +304,8 @@ async def async_receive(
             backup.backup_id,
         )
     except BaseException:
+        # A job left running on a hung share removes the upload itself.
+        upload.abandoned.set()
         await _cleanup(data, agent_files.abort_upload, upload)
         if stream is not None:
             await _close(stream)

@@ -433,3 +433,31 @@ def test_local_source(tmp_path: Path) -> None:
 
     with pytest.raises(CopySourceError, match="EIO"):
         agent_files.read_source(Broken(), path)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("step", ["write", "finish"])
+def test_abandoned_upload_removes_itself(
+    location: Location, location_dir: Path, step: str
+) -> None:
+    """A job still running after its receiver gave up removes the upload.
+
+    (The receiver gives up on a job that hangs; when the share answers
+    again, that job must not publish what was reported as failed.)
+    """
+    data = backup_bytes()
+    upload = agent_files.start_upload(location, "c0ffee01", len(data))
+    if step == "finish":
+        agent_files.write_chunk(upload, data)
+    upload.abandoned.set()
+
+    def go_on() -> object:
+        if step == "write":
+            return agent_files.write_chunk(upload, data)
+        return agent_files.finish_upload(
+            location, upload, "c0ffee01", checked=lambda: None, read_back=True
+        )
+
+    with pytest.raises(WriteFailedError, match="given up"):
+        go_on()
+    assert _names(location_dir) == []
+    assert upload.temp.name not in location.live

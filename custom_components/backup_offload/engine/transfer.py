@@ -21,6 +21,7 @@ import hashlib
 import os
 from pathlib import Path
 import secrets
+import threading
 from typing import TYPE_CHECKING, BinaryIO, Final
 
 from . import worker
@@ -92,6 +93,11 @@ class Upload:
     size: int = 0
     extra_files: list[Path] = field(default_factory=list)
     """Other temporary files of this upload (the sidecar), for ``abort``."""
+    abandoned: threading.Event = field(default_factory=threading.Event)
+    """Set by the receiver that gave up on the upload (it failed, or a job
+    hung and was left to finish on its own): a job of it that is still
+    running removes the upload instead of going on, so a late share does not
+    publish a backup whose transfer was reported as failed."""
 
 
 @dataclass(slots=True)
@@ -157,6 +163,7 @@ def write_chunk(upload: Upload, data: bytes) -> int:
         upload.file.write(data)
     except OSError as err:
         raise write_error(err, upload.temp.name) from err
+    _stop_if_abandoned(upload)
     upload.sha256.update(data)
     upload.size += len(data)
     return upload.size
@@ -237,6 +244,7 @@ def finish_upload(
     """
     status = probe_location(location)
     checked()
+    _stop_if_abandoned(upload)
     try:
         with upload.file:
             upload.file.flush()
@@ -252,6 +260,7 @@ def finish_upload(
     final = location.path / file_name(info.name, parse_date(info.date), backup_id)
     if os.path.lexists(final):
         raise WriteFailedError(f"{final.name} already exists", file=final.name)
+    _stop_if_abandoned(upload)
     try:
         _publish(upload, final, upload.sha256.hexdigest())
     except OSError as err:
@@ -294,6 +303,13 @@ def _check_read_back(upload: Upload) -> None:
             f" {found.st_size} bytes and SHA-256 {digest}; received were"
             f" {upload.size} bytes with SHA-256 {upload.sha256.hexdigest()}"
         )
+
+
+def _stop_if_abandoned(upload: Upload) -> None:
+    """Remove the upload and stop if its receiver gave up on it meanwhile."""
+    if upload.abandoned.is_set():
+        abort_upload(upload)
+        raise WriteFailedError(f"{upload.temp.name}: the transfer was given up")
 
 
 def abort_upload(upload: Upload) -> None:
