@@ -36,7 +36,7 @@ from .slowfs import mount_slowfs
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
-SECTIONS = ("throughput", "loop", "memory", "listing", "scale", "members")
+SECTIONS = ("throughput", "loop", "memory", "listing", "scale", "members", "copy")
 NO_WORKER = "ours, engine in the calling process"
 """The same code without the worker process (as the fallback runs it)."""
 
@@ -56,6 +56,8 @@ class Settings:
     scale: tuple[int, ...]
     members: int
     """Tiny members of the archive the ``members`` section reads."""
+    copy_bytes: int
+    """Payload of the backup the ``copy`` section copies."""
 
 
 def settings(args: argparse.Namespace) -> Settings:
@@ -71,6 +73,7 @@ def settings(args: argparse.Namespace) -> Settings:
             listing_count=20,
             scale=(50, 100, 200),
             members=2_000,
+            copy_bytes=8 << 20,
         )
     return Settings(
         cache=args.cache,
@@ -83,6 +86,7 @@ def settings(args: argparse.Namespace) -> Settings:
         listing_count=500,
         scale=(1_000, 10_000, 100_000),
         members=1_000_000,
+        copy_bytes=300_000_000,
     )
 
 
@@ -587,6 +591,28 @@ def loop(s: Settings, data: dataset.DataSet) -> dict[str, Any]:
     }
 
 
+def copy_section(s: Settings) -> dict[str, Any]:
+    """Time the copy action and cp: a local backup into a tmpfs / ext4 mount."""
+    from . import copying
+
+    backup = copying.make_backup(s.cache / f"copy-{s.copy_bytes}.tar", s.copy_bytes)
+    config = clear(s.work / "copy-config")
+    size_mb = max(64, 3 * backup.stat().st_size // (1 << 20))
+    with contextlib.ExitStack() as stack:
+        targets = {
+            "tmpfs": stack.enter_context(tmpfs(s.work / "copy-tmpfs", f"{size_mb}m"))
+        }
+        if _is_root():
+            targets["ext4 (loop)"] = stack.enter_context(
+                copying.loop_ext4(
+                    s.work / "copy-ext4", s.work / "copy-ext4.img", size_mb
+                )
+            )
+        result = copying.run_copy(config, backup, targets, s.repeat)
+    shutil.rmtree(config, ignore_errors=True)
+    return result
+
+
 # --- report -------------------------------------------------------------------
 
 
@@ -820,6 +846,34 @@ def _members_table(report: dict[str, Any], add: Callable[[str], None]) -> None:
     add(f"\ndry run / verify: {m['dry_run_over_verify']}x\n")
 
 
+def _copy_table(report: dict[str, Any], add: Callable[[str], None]) -> None:
+    c = report["copy"]
+    mb = c["bytes"] / 1e6
+    repeat = report["settings"]["repeat"]
+    add(
+        f"### Copy of a {mb:.0f} MB backup from Home Assistant's local agent"
+        f" (median of {repeat})\n"
+    )
+    add(_row("target", "tool", "seconds", "MB/s", "ours / tool"))
+    add(_row("---", "---", "---:", "---:", "---:"))
+    for target, rows in c["targets"].items():
+        ours = rows["ours (copy action)"]["seconds"]
+        for tool, run in rows.items():
+            add(
+                _row(
+                    target,
+                    tool,
+                    f"{run['seconds']:.2f}",
+                    f"{run['mb_s']:.0f}",
+                    "" if tool.startswith("ours") else f"{ours / run['seconds']:.2f}",
+                )
+            )
+    add(
+        "\nOurs: streamed from the local agent, written, fsync'ed, read back and"
+        " compared (SHA-256), then published with its sidecar.\n"
+    )
+
+
 def table(report: dict[str, Any]) -> str:
     """Return the Markdown tables of a report."""
     lines: list[str] = []
@@ -830,6 +884,7 @@ def table(report: dict[str, Any]) -> str:
         ("listing", _listing_table),
         ("scale", _scale_table),
         ("members", _members_table),
+        ("copy", _copy_table),
     ):
         if name in report:
             render(report, lines.append)
@@ -846,6 +901,24 @@ def describe(report: dict[str, Any]) -> str:
         f"compressor {m['compressor']} (isal {m['isal']}); "
         f"load {report['load_before']} -> {report['load_after']}"
     )
+
+
+def _section(
+    name: str, s: Settings, data: dataset.DataSet | None, out: Path
+) -> dict[str, Any] | None:
+    """Run one section; None for one that needs the main data set without it."""
+    if name == "throughput":
+        return None if data is None else throughput(s, data, out)
+    if name == "loop":
+        return None if data is None else loop(s, data)
+    runs: dict[str, Callable[[], dict[str, Any]]] = {
+        "memory": lambda: memory(s, out),
+        "listing": lambda: listing(s),
+        "scale": lambda: scale(s, out),
+        "members": lambda: members(s),
+        "copy": lambda: copy_section(s),
+    }
+    return runs[name]()
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -898,18 +971,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         for name in sections:
             started = time.perf_counter()
             print(f"== {name}", file=sys.stderr, flush=True)
-            if name == "throughput" and data is not None:
-                report[name] = throughput(s, data, out)
-            elif name == "loop" and data is not None:
-                report[name] = loop(s, data)
-            elif name == "memory":
-                report[name] = memory(s, out)
-            elif name == "listing":
-                report[name] = listing(s)
-            elif name == "scale":
-                report[name] = scale(s, out)
-            elif name == "members":
-                report[name] = members(s)
+            if (result := _section(name, s, data, out)) is not None:
+                report[name] = result
             report.setdefault("section_seconds", {})[name] = round(
                 time.perf_counter() - started, 1
             )

@@ -73,12 +73,16 @@ def test_bench_smoke(tmp_path: Path) -> None:
         assert members[name]["seconds"] > 0
         assert members[name]["worker_peak_rss_mib"] > 0
     assert members["dry_run_over_verify"] > 0
+    for rows in report["copy"]["targets"].values():
+        assert {"ours (copy action)", "cp", "cp + sync"} <= set(rows)
+        assert all(row["seconds"] > 0 for row in rows.values())
     text = run.table(report)
     assert "### Throughput" in text
     assert "extract plain: " in text
     assert "s in the worker process, " in text
     assert "### Many members (2,000 tiny members" in text
     assert "dry run / verify: " in text
+    assert "### Copy of a " in text
     if slow_skipped is not None:
         # Everything else was checked; the slow share's part could not run.
         skip_or_fail(f"slow file system: {slow_skipped}")

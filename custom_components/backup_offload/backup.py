@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable, Coroutine
 import contextlib
 import dataclasses
+from functools import partial
 from typing import TYPE_CHECKING, Any, Final
 
 from homeassistant.components.backup import (
@@ -136,20 +137,6 @@ class BackupOffloadAgent(BackupAgent):
         """Return the coordinator of the location (as last loaded)."""
         return self._entry.runtime_data.coordinator
 
-    async def _cleanup[T](
-        self, data: BackupOffloadData, func: Callable[[T], None], arg: T
-    ) -> None:
-        """Run a cleanup job; a failure is logged, not raised over the cause."""
-        try:
-            await data.coordinator.runner.run(func, arg)
-        except BackupOffloadError as err:
-            LOGGER.warning(
-                "%s: cleaning up after the backup agent failed (%s); leftover"
-                " temporary files are removed at the next start",
-                self.name,
-                err,
-            )
-
     async def _backups(self, data: BackupOffloadData) -> list[BackupInfo]:
         """Probe and list the location (the listing the actions use)."""
         coordinator = data.coordinator
@@ -229,7 +216,7 @@ class BackupOffloadAgent(BackupAgent):
             while chunk := await self._read_chunk(data, download):
                 yield chunk
         finally:
-            await self._cleanup(data, agent_files.close_download, download)
+            await _cleanup(data, agent_files.close_download, download)
 
     @agent_errors
     async def _read_chunk(
@@ -272,69 +259,112 @@ class BackupOffloadAgent(BackupAgent):
         on_progress: Callable[..., None] | None,
     ) -> None:
         """Stream the backup into the location (the location is held)."""
-        coordinator = data.coordinator
-        upload = await coordinator.runner.run(
-            agent_files.start_upload,
+
+        def written(count: int) -> None:
+            if backup.size > 0:
+                data.manager.set_progress(count / backup.size)
+            if on_progress is not None:
+                on_progress(bytes_uploaded=count)
+
+        await async_receive(data, open_stream, backup, written)
+
+
+async def async_receive(
+    data: BackupOffloadData,
+    open_stream: Callable[[], Coroutine[Any, Any, AsyncIterator[bytes]]],
+    backup: AgentBackup,
+    on_written: Callable[[int], None],
+    *,
+    read_back: bool = False,
+) -> tuple[BackupInfo, str]:
+    """Stream a backup into a location the caller holds; return it and its SHA-256.
+
+    Temporary file, fsync, rename, sidecar (engine/transfer.py); with
+    ``read_back`` (a copy) the stored file is read back and compared before
+    it is published. ``on_written`` gets the bytes written so far after each
+    batch. Raises the engine's errors, and those of the stream unchanged;
+    nothing of a failed transfer stays in the location. The upload of the
+    backup page and the copy action share it.
+    """
+    coordinator = data.coordinator
+    upload = await coordinator.runner.run(
+        agent_files.start_upload,
+        coordinator.location,
+        backup.backup_id,
+        backup.size,
+    )
+    stream: AsyncIterator[bytes] | None = None
+    try:
+        stream = await open_stream()
+        await _write_stream(data, upload, stream, on_written)
+        info, snapshot = await coordinator.runner.run_checked(
+            partial(agent_files.finish_upload, read_back=read_back),
             coordinator.location,
+            upload,
             backup.backup_id,
-            backup.size,
         )
-        stream: AsyncIterator[bytes] | None = None
-        try:
-            stream = await open_stream()
-            await self._write_stream(data, upload, stream, backup.size, on_progress)
-            info, snapshot = await coordinator.runner.run_checked(
-                agent_files.finish_upload,
-                coordinator.location,
-                upload,
-                backup.backup_id,
-            )
-        except BaseException:
-            await self._cleanup(data, agent_files.abort_upload, upload)
-            if stream is not None:
-                await _close(stream)
-            raise
-        coordinator.async_set_snapshot(snapshot)
-        LOGGER.info("%s: stored backup %s as %s", self.name, info.name, info.file)
+    except BaseException:
+        # A job left running on a hung share removes the upload itself.
+        upload.abandoned.set()
+        await _cleanup(data, agent_files.abort_upload, upload)
+        if stream is not None:
+            await _close(stream)
+        raise
+    coordinator.async_set_snapshot(snapshot)
+    LOGGER.info(
+        "%s: stored backup %s as %s", data.manager.entry.title, info.name, info.file
+    )
+    return info, upload.sha256.hexdigest()
 
-    async def _write_stream(
-        self,
-        data: BackupOffloadData,
-        upload: agent_files.Upload,
-        stream: AsyncIterator[bytes],
-        size: int,
-        on_progress: Callable[..., None] | None,
-    ) -> None:
-        """Write the stream to the temporary file, batch by batch.
 
-        Small chunks are batched: one executor hop per MiB, and never more
-        than about a MiB in memory. Progress is reported per batch.
-        """
-        batch: list[bytes] = []
-        pending = 0
-        async for chunk in stream:
-            batch.append(chunk)
-            pending += len(chunk)
-            if pending < agent_files.CHUNK:
-                continue
-            await self._write_batch(data, upload, batch, size, on_progress)
-            batch, pending = [], 0
-        if batch:
-            await self._write_batch(data, upload, batch, size, on_progress)
-
-    async def _write_batch(
-        self,
-        data: BackupOffloadData,
-        upload: agent_files.Upload,
-        batch: list[bytes],
-        size: int,
-        on_progress: Callable[..., None] | None,
-    ) -> None:
-        """Write one batch; report the bytes written so far."""
-        written = await data.coordinator.runner.run(
-            agent_files.write_chunk, upload, b"".join(batch)
+async def _cleanup[T](
+    data: BackupOffloadData, func: Callable[[T], None], arg: T
+) -> None:
+    """Run a cleanup job; a failure is logged, not raised over the cause."""
+    try:
+        await data.coordinator.runner.run(func, arg)
+    except BackupOffloadError as err:
+        LOGGER.warning(
+            "%s: cleaning up after the backup agent failed (%s); leftover"
+            " temporary files are removed at the next start",
+            data.manager.entry.title,
+            err,
         )
-        if size > 0:
-            data.manager.set_progress(written / size)
-        if on_progress is not None:
-            on_progress(bytes_uploaded=written)
+
+
+async def _write_stream(
+    data: BackupOffloadData,
+    upload: agent_files.Upload,
+    stream: AsyncIterator[bytes],
+    on_written: Callable[[int], None],
+) -> None:
+    """Write the stream to the temporary file, batch by batch.
+
+    Small chunks are batched: one executor hop per MiB, and never more
+    than about a MiB in memory. Each batch is its own job: a stream that
+    pauses holds no thread of the location meanwhile.
+    """
+    batch: list[bytes] = []
+    pending = 0
+    async for chunk in stream:
+        batch.append(chunk)
+        pending += len(chunk)
+        if pending < agent_files.CHUNK:
+            continue
+        await _write_batch(data, upload, batch, on_written)
+        batch, pending = [], 0
+    if batch:
+        await _write_batch(data, upload, batch, on_written)
+
+
+async def _write_batch(
+    data: BackupOffloadData,
+    upload: agent_files.Upload,
+    batch: list[bytes],
+    on_written: Callable[[int], None],
+) -> None:
+    """Write one batch; report the bytes written so far."""
+    written = await data.coordinator.runner.run(
+        agent_files.write_chunk, upload, b"".join(batch)
+    )
+    on_written(written)

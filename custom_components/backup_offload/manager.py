@@ -81,6 +81,8 @@ if TYPE_CHECKING:
     from .runner import LocationRunner
 
 
+# Operations whose state sensor shows how far they are.
+_SHOWS_PROGRESS = frozenset({OperationState.CREATING, OperationState.COPYING})
 # Problems `verify` reports in its response instead of raising.
 _VERIFY_PROBLEMS = (CorruptBackupError, InvalidBackupError, UnsupportedFormatError)
 
@@ -250,9 +252,9 @@ class LocationManager:
 
     @callback
     def set_progress(self, fraction: float) -> None:
-        """Report how far the running backup (or upload) is, 0.0 to 1.0."""
+        """Report how far the running backup (upload, copy) is, 0.0 to 1.0."""
         percent = max(0, min(100, int(fraction * 100)))
-        if percent != self.progress and self.state is OperationState.CREATING:
+        if percent != self.progress and self.state in _SHOWS_PROGRESS:
             self.progress = percent
             # A hundred steps per backup: only what shows progress is
             # written, not every entity of the location each time.
@@ -299,7 +301,7 @@ class LocationManager:
         async with self._lock:
             if exclusive:
                 self.hass.data[DATA_RESTORING] = self.entry.title
-            self._set_state(state, 0 if state is OperationState.CREATING else None)
+            self._set_state(state, 0 if state in _SHOWS_PROGRESS else None)
             try:
                 yield
             except BackupOffloadError as err:

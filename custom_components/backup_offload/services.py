@@ -21,6 +21,7 @@ import voluptuous as vol
 
 from .boundary import reported_error
 from .const import CONF_INCLUDE_DATABASE, CONF_PASSWORD, DOMAIN
+from .copying import async_copy
 from .engine.errors import BackupOffloadError
 from .engine.restore.checks import pattern_is_forbidden
 from .engine.validation import exclude_problem, is_valid_backup_id, is_valid_glob
@@ -37,6 +38,8 @@ ATTR_PATHS = "paths"
 ATTR_RESTART = "restart"
 ATTR_SAFETY_BACKUP = "safety_backup"
 ATTR_DRY_RUN = "dry_run"
+ATTR_SOURCE = "source"
+ATTR_DELETE_SOURCE = "delete_source"
 
 SERVICE_CREATE = "create"
 SERVICE_DELETE = "delete"
@@ -44,6 +47,7 @@ SERVICE_LIST = "list"
 SERVICE_VERIFY = "verify"
 SERVICE_PURGE = "purge"
 SERVICE_RESTORE = "restore"
+SERVICE_COPY = "copy"
 
 _ENTRY: dict[vol.Marker, Any] = {vol.Required(ATTR_CONFIG_ENTRY_ID): cv.string}
 _BACKUP: dict[vol.Marker, Any] = {
@@ -76,6 +80,14 @@ SCHEMAS: dict[str, vol.Schema] = {
             vol.Optional(ATTR_RESTART, default=True): cv.boolean,
             vol.Optional(ATTR_SAFETY_BACKUP, default=True): cv.boolean,
             vol.Optional(ATTR_DRY_RUN, default=False): cv.boolean,
+        }
+    ),
+    SERVICE_COPY: vol.Schema(
+        {
+            **_ENTRY,
+            vol.Required(ATTR_SOURCE): cv.string,
+            vol.Optional(ATTR_BACKUP_ID): cv.string,
+            vol.Optional(ATTR_DELETE_SOURCE, default=False): cv.boolean,
         }
     ),
 }
@@ -170,6 +182,16 @@ async def _restore(manager: LocationManager, call: ServiceCall) -> dict[str, Any
     )
 
 
+async def _copy(manager: LocationManager, call: ServiceCall) -> dict[str, Any]:
+    backup_id = _backup_id(call) if ATTR_BACKUP_ID in call.data else None
+    return await async_copy(
+        manager,
+        source=call.data[ATTR_SOURCE].strip(),
+        backup_id=backup_id,
+        delete_source=call.data[ATTR_DELETE_SOURCE],
+    )
+
+
 HANDLERS: dict[str, tuple[Handler, SupportsResponse]] = {
     SERVICE_CREATE: (_create, SupportsResponse.OPTIONAL),
     SERVICE_DELETE: (_delete, SupportsResponse.OPTIONAL),
@@ -177,6 +199,7 @@ HANDLERS: dict[str, tuple[Handler, SupportsResponse]] = {
     SERVICE_VERIFY: (_verify, SupportsResponse.OPTIONAL),
     SERVICE_PURGE: (_purge, SupportsResponse.OPTIONAL),
     SERVICE_RESTORE: (_restore, SupportsResponse.OPTIONAL),
+    SERVICE_COPY: (_copy, SupportsResponse.OPTIONAL),
 }
 
 

@@ -15,6 +15,8 @@ from custom_components.backup_offload.engine import transfer as agent_files
 from custom_components.backup_offload.engine.errors import (
     BackupNotFoundError,
     BackupOffloadError,
+    CopyMismatchError,
+    CopySourceError,
     CorruptBackupError,
     InsufficientSpaceError,
     InvalidBackupError,
@@ -310,3 +312,152 @@ def test_download_changed_after_the_check(
         agent_files.read_chunk(download)
     agent_files.close_download(download)
     assert len(data) > len(b"".join(sent)) >= len(data) - CHUNK
+
+
+def _flushed(location: Location, data: bytes) -> agent_files.Upload:
+    upload = _receive(location, data)
+    upload.file.flush()
+    return upload
+
+
+def test_read_back(location: Location, location_dir: Path) -> None:
+    """A copy is read back before it is published: same bytes, then it is kept."""
+    data = backup_bytes(payload=3 * CHUNK)
+    upload = _flushed(location, data)
+    info, _ = agent_files.finish_upload(
+        location, upload, "c0ffee01", checked=lambda: None, read_back=True
+    )
+    assert info.file == FINAL
+    assert (location_dir / FINAL).read_bytes() == data
+
+
+@pytest.mark.parametrize("read_back", [True, False])
+def test_read_back_differs(
+    location: Location, location_dir: Path, read_back: bool
+) -> None:
+    """Stored bytes that are not what was received: refused only when read back."""
+    data = backup_bytes(payload=3 * CHUNK)
+    upload = _flushed(location, data)
+    with upload.temp.open("r+b") as file:  # someone else writes into it
+        file.seek(len(data) // 2)
+        file.write(b"X" * 10)
+    if not read_back:
+        agent_files.finish_upload(location, upload, "c0ffee01", checked=lambda: None)
+        assert _names(location_dir) == [FINAL, FINAL + ".sha256"]
+        return
+    with pytest.raises(CopyMismatchError, match="received were") as err:
+        agent_files.finish_upload(
+            location, upload, "c0ffee01", checked=lambda: None, read_back=True
+        )
+    assert err.value.translation_key == "copy_mismatch"
+    assert isinstance(err.value, CorruptBackupError)
+    agent_files.abort_upload(upload)
+    assert _names(location_dir) == []
+
+
+def test_read_back_of_another_file(location: Location, location_dir: Path) -> None:
+    """A file swapped in under the temporary name is a mismatch, even if equal."""
+    data = backup_bytes()
+    upload = _flushed(location, data)
+    other = location_dir / "other"
+    other.write_bytes(data)
+    other.rename(upload.temp)
+    with pytest.raises(CopyMismatchError, match="was replaced"):
+        agent_files.finish_upload(
+            location, upload, "c0ffee01", checked=lambda: None, read_back=True
+        )
+    agent_files.abort_upload(upload)
+    assert _names(location_dir) == []
+
+
+def test_read_back_fails(
+    location: Location, location_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The file vanished, or the share fails the read: typed errors, nothing left."""
+    upload = _flushed(location, backup_bytes())
+    upload.temp.unlink()
+    with pytest.raises(WriteFailedError, match="vanished"):
+        agent_files.finish_upload(
+            location, upload, "c0ffee01", checked=lambda: None, read_back=True
+        )
+    agent_files.abort_upload(upload)
+
+    upload = _flushed(location, backup_bytes())
+
+    class Broken:
+        def __enter__(self) -> Broken:
+            return self
+
+        def __exit__(self, *args: object) -> None:
+            pass
+
+        def fileno(self) -> int:
+            return upload.file.fileno()
+
+        def read(self, size: int) -> bytes:
+            raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(agent_files, "open_regular", lambda path, **kw: Broken())
+    with pytest.raises(LocationUnavailableError, match="Input/output error"):
+        agent_files.finish_upload(
+            location, upload, "c0ffee01", checked=lambda: None, read_back=True
+        )
+    agent_files.abort_upload(upload)
+    assert _names(location_dir) == []
+
+
+def test_local_source(tmp_path: Path) -> None:
+    """Home Assistant's own backup file, read in chunks; its errors are the source's."""
+    data = os.urandom(CHUNK + 10)
+    path = tmp_path / "local.tar"
+    path.write_bytes(data)
+    file = agent_files.open_source(path)
+    chunks = []
+    while chunk := agent_files.read_source(file, path):
+        chunks.append(chunk)
+    agent_files.close_source(file)
+    agent_files.close_source(file)  # twice is harmless
+    assert [len(c) for c in chunks] == [CHUNK, 10]
+    assert b"".join(chunks) == data
+
+    with pytest.raises(CopySourceError, match="ENOENT") as err:
+        agent_files.open_source(tmp_path / "gone.tar")
+    assert err.value.translation_key == "copy_source_failed"
+    os.mkfifo(tmp_path / "fifo.tar")
+    with pytest.raises(InvalidBackupError, match="FIFO"):
+        agent_files.open_source(tmp_path / "fifo.tar")
+
+    class Broken:
+        def read(self, size: int) -> bytes:
+            raise OSError(errno.EIO, "Input/output error")
+
+    with pytest.raises(CopySourceError, match="EIO"):
+        agent_files.read_source(Broken(), path)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("step", ["write", "finish"])
+def test_abandoned_upload_removes_itself(
+    location: Location, location_dir: Path, step: str
+) -> None:
+    """A job still running after its receiver gave up removes the upload.
+
+    (The receiver gives up on a job that hangs; when the share answers
+    again, that job must not publish what was reported as failed.)
+    """
+    data = backup_bytes()
+    upload = agent_files.start_upload(location, "c0ffee01", len(data))
+    if step == "finish":
+        agent_files.write_chunk(upload, data)
+    upload.abandoned.set()
+
+    def go_on() -> object:
+        if step == "write":
+            return agent_files.write_chunk(upload, data)
+        return agent_files.finish_upload(
+            location, upload, "c0ffee01", checked=lambda: None, read_back=True
+        )
+
+    with pytest.raises(WriteFailedError, match="given up"):
+        go_on()
+    assert _names(location_dir) == []
+    assert upload.temp.name not in location.live

@@ -190,3 +190,38 @@ class WorkerFailedError(BackupOffloadError):
     """The worker process of an operation died before it answered."""
 
     reason = "worker_failed"
+
+
+class CopyMismatchError(CorruptBackupError):
+    """A copy read back from the location is not the bytes the source sent."""
+
+    reason = "copy_mismatch"
+
+
+class CopySourceError(BackupOffloadError):
+    """The source of a copy failed: its agent raised, or it stopped sending.
+
+    ``source`` names the source backup location, ``backup_id`` the backup.
+    """
+
+    reason = "copy_source_failed"
+
+
+class UnknownSourceError(BackupOffloadError):
+    """No backup location of Home Assistant has this agent id."""
+
+    reason = "copy_unknown_source"
+    caller_input = True
+
+
+class SameLocationError(BackupOffloadError):
+    """A copy from a location into itself."""
+
+    reason = "copy_same_location"
+    caller_input = True
+
+
+class NotInSourceError(BackupNotFoundError):
+    """The source of a copy has no backup with that id."""
+
+    reason = "copy_not_in_source"

@@ -16,10 +16,12 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 import contextlib
 from dataclasses import dataclass, field, replace
+import errno
 import hashlib
 import os
 from pathlib import Path
 import secrets
+import threading
 from typing import TYPE_CHECKING, BinaryIO, Final
 
 from . import worker
@@ -27,12 +29,21 @@ from .archive.read import each_member, read_archive, verify_backup
 from .errors import (
     BackupNotFoundError,
     BackupOffloadError,
+    CopyMismatchError,
+    CopySourceError,
     CorruptBackupError,
     InvalidBackupError,
     WriteFailedError,
     WrongPasswordError,
 )
-from .fileops import fsync_dir, open_regular, read_error, write_error
+from .fileops import (
+    Local,
+    fsync_dir,
+    open_regular,
+    os_error,
+    read_error,
+    write_error,
+)
 from .jobs import Location, LocationState, probe_location, state_of
 from .listing import find_backup
 from .metadata import (
@@ -52,6 +63,8 @@ if TYPE_CHECKING:
 
 CHUNK: Final = 1 << 20
 """Bytes per read job of a download, and the batch size of upload writes."""
+READ_BACK_CHUNK: Final = 4 << 20
+"""Bytes per read when a copy is read back (one job reads the whole file)."""
 UPLOAD_PREFIX: Final = f"{TEMP_PREFIX}agent-"
 """Temporary uploads start with the engine's prefix, so the stale-file
 cleanup removes what a crash left behind."""
@@ -80,6 +93,11 @@ class Upload:
     size: int = 0
     extra_files: list[Path] = field(default_factory=list)
     """Other temporary files of this upload (the sidecar), for ``abort``."""
+    abandoned: threading.Event = field(default_factory=threading.Event)
+    """Set by the receiver that gave up on the upload (it failed, or a job
+    hung and was left to finish on its own): a job of it that is still
+    running removes the upload instead of going on, so a late share does not
+    publish a backup whose transfer was reported as failed."""
 
 
 @dataclass(slots=True)
@@ -145,6 +163,7 @@ def write_chunk(upload: Upload, data: bytes) -> int:
         upload.file.write(data)
     except OSError as err:
         raise write_error(err, upload.temp.name) from err
+    _stop_if_abandoned(upload)
     upload.sha256.update(data)
     upload.size += len(data)
     return upload.size
@@ -209,19 +228,30 @@ def _publish(upload: Upload, final: Path, digest: str) -> None:
 
 
 def finish_upload(
-    location: Location, upload: Upload, backup_id: str, checked: Callable[[], None]
+    location: Location,
+    upload: Upload,
+    backup_id: str,
+    checked: Callable[[], None],
+    *,
+    read_back: bool = False,
 ) -> tuple[BackupInfo, LocationState]:
     """Probe, fsync, check and publish the received backup; list again.
 
     ``checked`` is called once the probe passed: an fsync of a large file on
-    a slow share may take long without the share being hung.
+    a slow share may take long without the share being hung. With
+    ``read_back`` (a copy), the stored file is read back from the location
+    before it is published, and must hash to what was received.
     """
     status = probe_location(location)
     checked()
+    _stop_if_abandoned(upload)
     try:
         with upload.file:
             upload.file.flush()
             os.fsync(upload.file.fileno())
+            if read_back:
+                # While the file is open: its lock keeps the cleanup away.
+                _check_read_back(upload)
     except OSError as err:
         raise write_error(err, upload.temp.name) from err
     info = _read_uploaded(upload, backup_id)
@@ -230,6 +260,7 @@ def finish_upload(
     final = location.path / file_name(info.name, parse_date(info.date), backup_id)
     if os.path.lexists(final):
         raise WriteFailedError(f"{final.name} already exists", file=final.name)
+    _stop_if_abandoned(upload)
     try:
         _publish(upload, final, upload.sha256.hexdigest())
     except OSError as err:
@@ -240,6 +271,45 @@ def finish_upload(
         replace(info, file=final.name),
         state_of(status, scan),
     )
+
+
+def _check_read_back(upload: Upload) -> None:
+    """Read the stored temporary file back; raise unless it is what was received.
+
+    The written pages are dropped from the cache first where the file
+    system allows it, so the bytes come from the location's storage, not
+    from this machine's memory. The file read must be the one written (same
+    inode): one swapped in under its name is a mismatch too.
+    """
+    written = os.fstat(upload.file.fileno())
+    with contextlib.suppress(OSError):  # advice only; some file systems refuse
+        os.posix_fadvise(upload.file.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
+    try:
+        with open_regular(upload.temp, buffering=0) as file:
+            found = os.fstat(file.fileno())
+            sha256 = hashlib.sha256()
+            while data := file.read(READ_BACK_CHUNK):
+                sha256.update(data)
+            digest = sha256.hexdigest()
+    except OSError as err:
+        if err.errno == errno.ENOENT:  # someone removed our temporary file
+            raise WriteFailedError(f"{upload.temp.name} vanished") from err
+        raise read_error(upload.temp, err) from err
+    if (found.st_dev, found.st_ino) != (written.st_dev, written.st_ino):
+        raise CopyMismatchError(f"{upload.temp.name} was replaced while it was written")
+    if found.st_size != upload.size or digest != upload.sha256.hexdigest():
+        raise CopyMismatchError(
+            f"Read back from the location, {upload.temp.name} has"
+            f" {found.st_size} bytes and SHA-256 {digest}; received were"
+            f" {upload.size} bytes with SHA-256 {upload.sha256.hexdigest()}"
+        )
+
+
+def _stop_if_abandoned(upload: Upload) -> None:
+    """Remove the upload and stop if its receiver gave up on it meanwhile."""
+    if upload.abandoned.is_set():
+        abort_upload(upload)
+        raise WriteFailedError(f"{upload.temp.name}: the transfer was given up")
 
 
 def abort_upload(upload: Upload) -> None:
@@ -339,3 +409,39 @@ def close_download(download: Download) -> None:
     """Close the archive (errors on close do not matter for a reader)."""
     with contextlib.suppress(OSError):
         download.file.close()
+
+
+def open_source(path: Path) -> BinaryIO:
+    """Open a backup of Home Assistant's local agent to copy it (a regular file).
+
+    The local agent names the file (``get_backup_path``); its failures are
+    the source's, not the location's (``CopySourceError``).
+    """
+    try:
+        return open_regular(path, buffering=0)
+    except OSError as err:
+        raise _source_error(err, path) from err
+
+
+def read_source(file: BinaryIO, path: Path) -> bytes:
+    """Return the next chunk of a local agent's backup; empty at the end."""
+    try:
+        return file.read(CHUNK)
+    except OSError as err:
+        raise _source_error(err, path) from err
+
+
+def close_source(file: BinaryIO) -> None:
+    """Close a local agent's backup (errors on close do not matter for a reader)."""
+    with contextlib.suppress(OSError):
+        file.close()
+
+
+def _source_error(err: OSError, path: Path) -> BackupOffloadError:
+    """Return the error of reading Home Assistant's own backup at ``path``."""
+    return os_error(
+        err,
+        f"Reading {path.name}",
+        writing=False,
+        where=Local(space=CopySourceError, failed=CopySourceError),
+    )
