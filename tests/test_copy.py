@@ -360,11 +360,83 @@ async def test_sync_copies_only_what_is_missing(
     assert len(await archives(hass, mount_point)) == 3
 
     # Nothing missing any more: a second sync copies nothing.
-    response = await copy(hass, entry, "backup.local", delete_source=True)
+    response = await copy(hass, entry, "backup.local")
     assert response["copied"] == []
     assert set(response["already_present"]) == {first, second, third}
-    # Already there is not a checked copy: the source keeps them.
     assert response["deleted_from_source"] == []
+
+
+async def test_move_frees_the_source_of_what_is_already_here(
+    hass: HomeAssistant,
+    nas: tuple[MockConfigEntry, Path],
+    ha_config_dir: Path,
+    hass_ws_client: Any,
+) -> None:
+    """A nightly move also deletes the local copy of a backup made to both.
+
+    Home Assistant's automatic backups often go to its own storage and to
+    the location at once: the move compares the two byte for byte and
+    deletes the source's.
+    """
+    entry, mount_point = nas
+    client = await hass_ws_client(hass)
+    both = await ws(
+        client,
+        type="backup/generate",
+        agent_ids=["backup.local", agent_id(entry)],
+        name="Both",
+    )
+    await hass.async_block_till_done()
+    both_id = str(both["backup_job_id"])
+    only_local = await _generate_local(hass, client, "Only local")
+    copied_events = async_capture_events(hass, EVENT_BACKUP_COPIED)
+
+    response = await copy(hass, entry, "backup.local", delete_source=True)
+    assert [c["backup"]["backup_id"] for c in response["copied"]] == [only_local]
+    assert response["already_present"] == [both_id]
+    assert set(response["deleted_from_source"]) == {both_id, only_local}
+    assert response["failed"] == []
+    # An event for the copy only: the other one was not copied now.
+    assert [e.data["backup_id"] for e in copied_events] == [only_local]
+    assert await archives(hass, ha_config_dir / "backups") == []
+    assert len(await archives(hass, mount_point)) == 2
+
+
+async def test_move_keeps_a_source_that_only_shares_the_id(
+    hass: HomeAssistant,
+    nas: tuple[MockConfigEntry, Path],
+    supervisor: StandInAgent,
+) -> None:
+    """A backup here with the same id but other bytes: the source keeps its own."""
+    entry, mount_point = nas
+    first = await run(hass, backup_bytes, "d1ffe4e5", "Same id", 64 * 1024)
+    supervisor.add(first, "d1ffe4e5")
+    await copy(hass, entry, SUPERVISOR, backup_id="d1ffe4e5")
+    other = await run(hass, backup_bytes, "d1ffe4e5", "Same id", 64 * 1024)
+    assert other != first
+    supervisor.add(other, "d1ffe4e5")
+
+    response = await copy(hass, entry, SUPERVISOR, delete_source=True)
+    assert response["copied"] == []
+    assert response["already_present"] == ["d1ffe4e5"]
+    assert response["deleted_from_source"] == []
+    [failure] = response["failed"]
+    assert failure["backup_id"] == "d1ffe4e5"
+    assert failure["stage"] == "delete_source"
+    assert failure["reason"] == "copy_mismatch"
+    assert supervisor.deleted == []
+    [archive] = await archives(hass, mount_point)
+    assert await run(hass, archive.read_bytes) == first
+
+    # A source that cannot be read for the comparison keeps its backup too.
+    supervisor.fail_open = True
+    response = await copy(hass, entry, SUPERVISOR, delete_source=True)
+    [failure] = response["failed"]
+    assert (failure["stage"], failure["reason"]) == (
+        "delete_source",
+        "copy_source_failed",
+    )
+    assert supervisor.deleted == []
 
 
 async def test_copy_encrypted_as_is(
@@ -570,7 +642,8 @@ async def test_source_fails_mid_stream(
     assert supervisor.closed
     assert supervisor.deleted == []
     state = hass.states.get("sensor.nas_state")
-    assert (state.state, state.attributes["progress"]) == ("idle", None)
+    assert state.state == "idle"
+    assert "progress" not in state.attributes
 
 
 async def test_source_stops_sending(

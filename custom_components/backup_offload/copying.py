@@ -17,6 +17,7 @@ import asyncio
 from collections.abc import AsyncIterator, Callable, Coroutine
 import contextlib
 from dataclasses import dataclass, field
+import hashlib
 from pathlib import Path
 import time
 from typing import TYPE_CHECKING, Any, Final
@@ -31,6 +32,7 @@ from .const import DOMAIN, EVENT_BACKUP_COPIED, LOGGER, OperationState
 from .engine import jobs, transfer
 from .engine.errors import (
     BackupOffloadError,
+    CopyMismatchError,
     CopySourceError,
     LocationUnavailableError,
     NotInSourceError,
@@ -144,6 +146,10 @@ async def async_copy(
             await _copy_and_delete(
                 manager, agent, backup, result, delete_source, single=bool(backup_id)
             )
+        if delete_source:
+            for backup in wanted:
+                if backup.backup_id in present:
+                    await _delete_present(manager, agent, backup, result)
     return result.response()
 
 
@@ -214,6 +220,58 @@ async def _copy_and_delete(
         sha256=sha256,
         deleted_from_source=deleted,
     )
+
+
+async def _delete_present(
+    manager: LocationManager, agent: BackupAgent, backup: AgentBackup, result: _Copy
+) -> None:
+    """Move a backup the location already holds: delete it from the source.
+
+    Home Assistant's automatic backups often go to its own storage and to a
+    location at once; a nightly move must free the source of those too. The
+    two are compared byte for byte (SHA-256 and size) first: a backup that
+    only shares the id is left where it is, and reported.
+    """
+    try:
+        theirs = await _hash_source(manager.hass, agent, backup.backup_id)
+        ours = await manager.runner.run_checked(
+            transfer.hash_backup, manager.coordinator.location, backup.backup_id
+        )
+    except LocationUnavailableError:
+        raise  # the target is down or hung: nothing more can be checked
+    except BackupOffloadError as err:
+        result.failed.append(_failure(manager, backup, "delete_source", err))
+        return
+    if theirs != ours:
+        mismatch = CopyMismatchError(
+            f"{backup.backup_id} in the location is not the same as in"
+            f" {agent.name} ({theirs[1]} bytes there, {ours[1]} here):"
+            " the source's copy was kept",
+            backup_id=backup.backup_id,
+        )
+        result.failed.append(_failure(manager, backup, "delete_source", mismatch))
+        return
+    if await _delete_source(manager, agent, backup, result):
+        LOGGER.info(
+            "%s: backup %s was already here, identical: deleted it from %s",
+            manager.entry.title,
+            backup.name,
+            agent.agent_id,
+        )
+
+
+async def _hash_source(
+    hass: HomeAssistant, agent: BackupAgent, backup_id: str
+) -> tuple[str, int]:
+    """Return the SHA-256 and size of the source's backup (hashed in jobs)."""
+    digest = hashlib.sha256()
+    size = 0
+    stream = await _opener(hass, agent, backup_id)()
+    async for chunk in stream:
+        # Not on the loop: hashing a chunk of a MiB takes milliseconds.
+        await hass.async_add_executor_job(digest.update, chunk)
+        size += len(chunk)
+    return digest.hexdigest(), size
 
 
 async def _delete_source(

@@ -380,6 +380,30 @@ def open_backup(
     return Download(info=info, file=file, checked=digest)
 
 
+def hash_backup(
+    location: Location, backup_id: str, checked: Callable[[], None]
+) -> tuple[str, int]:
+    """Probe, find the backup by id and return its SHA-256 and size.
+
+    A move finds a backup already in the location: the source's copy is
+    deleted only when the two are proven the same bytes.
+    """
+    probe_location(location)
+    checked()
+    info = find_backup(location.path, backup_id, location.scanner)
+    path = location.path / info.file
+    digest = hashlib.sha256()
+    size = 0
+    try:
+        with open_regular(path, buffering=0) as file:
+            while data := file.read(CHUNK):
+                digest.update(data)
+                size += len(data)
+    except OSError as err:
+        raise read_error(path, err) from err
+    return digest.hexdigest(), size
+
+
 def read_chunk(download: Download) -> bytes:
     """Return the next chunk of the archive; empty at the end.
 
