@@ -134,9 +134,14 @@ def _backups(location: Path) -> list[str]:
 
 
 def _verified(events: list[Event]) -> list[str]:
-    """Return the backup ids the verify action was called with."""
+    """Return the backup ids the verify action was called with.
+
+    A template that renders an id of digits only ("44935775") gives a number,
+    as Home Assistant's templates do; the action's schema makes it the same
+    string again.
+    """
     return [
-        event.data["service_data"]["backup_id"]
+        str(event.data["service_data"]["backup_id"])
         for event in events
         if event.data["domain"] == DOMAIN and event.data["service"] == "verify"
     ]

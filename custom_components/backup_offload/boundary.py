@@ -76,9 +76,11 @@ class _ReportedFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if record.exc_info:
             return record.exc_info[1] not in _REPORTED
-        # "[connection id] message": the error's message, as the answer has it.
+        # "[connection id] message" (2025.6 on) or "[connection id] Error
+        # during service call to button.press: message" (2026): the error's
+        # message at the end, as the answer has it.
         message = record.getMessage()
-        return not any(message.endswith(f"] {error}") for error in _REPORTED)
+        return not any(message.endswith(f" {error}") for error in _REPORTED)
 
 
 _FILTER = _ReportedFilter()
