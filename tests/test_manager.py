@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 from pathlib import Path
 import subprocess
 import sys
+import threading
 from unittest.mock import patch
 
 from homeassistant.core import Event, EventStateChangedData, HomeAssistant, callback
@@ -141,6 +143,26 @@ async def test_list_while_busy_returns_last_listing(
     listing = await call(hass, "list", init_integration)
     assert listing["cached"] is False
     assert len(listing["backups"]) == 2
+
+
+async def test_list_during_a_probe_is_fresh(
+    hass: HomeAssistant, init_integration: MockConfigEntry
+) -> None:
+    """A listing that meets the periodic probe waits for it: no stale cache.
+
+    The probe runs every 30 seconds through the same runner; answering from
+    the cache then would show the backups of a share that has just gone.
+    """
+    manager = init_integration.runtime_data.manager
+    release = threading.Event()
+    probe = hass.async_create_task(manager.runner.run(release.wait, 5))
+    await wait_until(lambda: manager.runner.running)
+    listing = hass.async_create_task(call(hass, "list", init_integration))
+    await asyncio.sleep(0)
+    release.set()
+    await probe
+    answer = await listing
+    assert answer["cached"] is False
 
 
 async def test_manager_serves_no_entry_before_it_is_attached(
