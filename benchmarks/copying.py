@@ -26,6 +26,8 @@ import tarfile
 import time
 from typing import Any
 
+from .harness import add_location, running_hass
+
 BACKUP_ID = "c0pyc0py"
 # The shell's equivalents of what the copy does ($1 the source, $2 the copy):
 # write, make durable, hash what was sent and what was stored.
@@ -152,18 +154,7 @@ async def _measure(
     config_dir: Path, local: Path, size: int, targets: dict[str, Path], repeat: int
 ) -> dict[str, dict[str, Any]]:
     """Run the rounds in Home Assistant; file work in its executor (loop guard)."""
-    from homeassistant import loader
-    from homeassistant.setup import async_setup_component
-    from pytest_homeassistant_custom_component.common import (
-        MockConfigEntry,
-        async_test_home_assistant,
-    )
-
-    from custom_components.backup_offload.const import (
-        CONF_PATH,
-        CONF_REQUIRE_MOUNT,
-        DOMAIN,
-    )
+    from custom_components.backup_offload.const import DOMAIN
 
     results: dict[str, dict[str, Any]] = {}
 
@@ -171,25 +162,9 @@ async def _measure(
         row = results.setdefault(label, {}).setdefault(tool, {"runs": []})
         row["runs"].append(round(seconds, 3))
 
-    async with async_test_home_assistant(config_dir=str(config_dir)) as hass:
-        hass.data.pop(loader.DATA_CUSTOM_COMPONENTS, None)  # allow ours
-        with contextlib.suppress(ImportError):
-            from homeassistant.helpers.backup import async_initialize_backup
-
-            async_initialize_backup(hass)
-        assert await async_setup_component(hass, "backup", {})
-        await hass.async_block_till_done()
+    async with running_hass(config_dir) as hass:
         for label, target in targets.items():
-            entry = MockConfigEntry(
-                domain=DOMAIN,
-                title=f"bench-{label}",
-                unique_id=str(target),
-                data={CONF_PATH: str(target), CONF_REQUIRE_MOUNT: True},
-                options={},
-            )
-            entry.add_to_hass(hass)
-            assert await hass.config_entries.async_setup(entry.entry_id)
-            await hass.async_block_till_done()
+            entry = await add_location(hass, label, target)
             for _ in range(repeat):
                 start = time.perf_counter()
                 response = await hass.services.async_call(
@@ -238,13 +213,4 @@ async def _measure(
                     await hass.async_add_executor_job(_clear, target)
             assert await hass.config_entries.async_unload(entry.entry_id)
             await hass.async_block_till_done()
-        await hass.async_block_till_done()
-        # The harness leaves its instance running (the test fixture stops
-        # it); another one in this process would then be counted as left
-        # behind. It forgets a stopped one a loop iteration later.
-        await hass.async_stop(force=True)
-        await asyncio.sleep(0)
-    executor = getattr(hass, "import_executor", None)
-    if executor is not None:
-        executor.shutdown(wait=True)
     return results

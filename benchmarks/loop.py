@@ -43,6 +43,8 @@ import time
 from typing import Any
 from unittest.mock import patch
 
+from .harness import add_location, running_hass
+
 INTERVAL = 0.005
 TARGET = 0.010
 """The target: no beat later than this (machine stalls not counted).
@@ -364,18 +366,7 @@ async def run_scenarios(
     same kind of file system at ``config_dir/backups`` (core's local agent).
     The runs still carry their late beats, for ``summarize``.
     """
-    from homeassistant import loader
-    from homeassistant.setup import async_setup_component
-    from pytest_homeassistant_custom_component.common import (
-        MockConfigEntry,
-        async_test_home_assistant,
-    )
-
-    from custom_components.backup_offload.const import (
-        CONF_PATH,
-        CONF_REQUIRE_MOUNT,
-        DOMAIN,
-    )
+    from custom_components.backup_offload.const import DOMAIN
     from custom_components.backup_offload.engine import worker
 
     results: dict[str, dict[str, Any]] = {}
@@ -384,29 +375,12 @@ async def run_scenarios(
         runs = results.setdefault(name, {"runs": []})["runs"]
         runs.append(stats)
 
-    async with async_test_home_assistant(config_dir=str(config_dir)) as hass:
-        hass.data.pop(loader.DATA_CUSTOM_COMPONENTS, None)  # allow ours
-        with contextlib.suppress(ImportError):
-            from homeassistant.helpers.backup import async_initialize_backup
-
-            async_initialize_backup(hass)
-        assert await async_setup_component(hass, "backup", {})
-        await hass.async_block_till_done()
-
+    async with running_hass(config_dir) as hass:
         idle, _ = await measured(lambda: asyncio.sleep(idle_seconds))
         record("idle", idle)
 
         for label, location in locations.items():
-            entry = MockConfigEntry(
-                domain=DOMAIN,
-                title=f"bench-{label}",
-                unique_id=str(location),
-                data={CONF_PATH: str(location), CONF_REQUIRE_MOUNT: True},
-                options={},
-            )
-            entry.add_to_hass(hass)
-            assert await hass.config_entries.async_setup(entry.entry_id)
-            await hass.async_block_till_done()
+            entry = await add_location(hass, label, location)
 
             async def call(service: str, **data: Any) -> Any:
                 return await hass.services.async_call(
@@ -456,12 +430,6 @@ async def run_scenarios(
                 await hass.async_block_till_done()
             finally:
                 await hass.async_add_executor_job(mount.__exit__, None, None, None)
-        await hass.async_block_till_done()
-    # The harness leaves Home Assistant's import executor running (the test
-    # fixture shuts it down): stop it, so no thread outlives the benchmark.
-    executor = getattr(hass, "import_executor", None)
-    if executor is not None:
-        executor.shutdown(wait=True)
     return results
 
 
