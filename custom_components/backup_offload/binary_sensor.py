@@ -32,18 +32,14 @@ class BackupOffloadBinarySensorDescription(BinarySensorEntityDescription):
 
 def _connected(runtime: BackupOffloadData) -> bool:
     """Return True when the last probe passed and backups can be written."""
-    data = runtime.coordinator.data
-    return data.status is not None and data.status.writable is not False
+    return runtime.coordinator.usable
 
 
 def _connected_attributes(runtime: BackupOffloadData) -> dict[str, Any]:
     """Return why the location is unusable; nothing while it is usable."""
-    data = runtime.coordinator.data
-    if (error := data.error) is not None:
-        return {"reason": error.reason_code, "error": str(error)}
-    if data.status is not None and data.status.writable is False:
-        return {"reason": "not_writable", "error": "mounted read-only"}
-    return {}
+    if (problem := runtime.coordinator.problem()) is None:
+        return {}
+    return {"reason": problem.reason_code, "error": str(problem)}
 
 
 def _overdue(runtime: BackupOffloadData) -> bool | None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 import logging
+import os
 from pathlib import Path
 import time
 from typing import Any
@@ -175,9 +176,10 @@ async def test_real_time_with_short_intervals(
     """The same on the real clock, the intervals scaled down 30 times.
 
     Seconds measured with time.monotonic from the unmount (mount) to the
-    sensor's state; nothing steps the clock.
+    sensor's state; nothing steps the clock. RECOVERY_SCALE=1 measures the
+    default intervals themselves (about two and a half minutes).
     """
-    scale = 30.0
+    scale = float(os.environ.get("RECOVERY_SCALE", "30"))
     with (
         patch(f"{_COORDINATOR}.PROBE_INTERVAL", PROBE_INTERVAL / scale),
         patch(f"{_COORDINATOR}.PROBE_RETRY_FIRST", 5 / scale),
