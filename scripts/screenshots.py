@@ -279,6 +279,9 @@ class Tour:
         raw = sorted(set(re.findall(re.escape(RAW_KEY) + r"[\w.]+", page_text)))
         if raw:
             raise SystemExit(f"screenshots: {name}: raw translation keys: {raw}")
+        # The frontend's message for a text it cannot format (an ICU tag).
+        if "Translation error" in page_text:
+            raise SystemExit(f"screenshots: {name}: a translation error on the page")
         clip = None if only is None else await self.page.bounds(only, margin=6)
         size = await self.page.screenshot(self.out / f"{name}.png", clip)
         if size > MAX_PNG:
@@ -349,7 +352,9 @@ async def options_form(tour: Tour) -> None:
         step["title"],
         step["data"]["keep_count"],
         step["data_description"]["keep_count"],
-        step["data"]["exclude"],
+        # Below the fold, but on the page: each field with its text.
+        *(step["data"][key] for key in ("keep_yearly", "overdue_hours", "exclude")),
+        step["data_description"]["overdue_hours"],
     )
 
 
@@ -359,19 +364,23 @@ async def backup_page(tour: Tour, backup_id: str) -> None:
     await tour.shoot("backup-page", "Before the update", "Backup Offload")
 
 
-async def action_response(tour: Tour, entry_id: str) -> None:
-    """Show Developer tools → Actions: the list action and its response."""
+async def action_response(
+    tour: Tour, name: str, action: str, data: dict[str, Any], *expected: str
+) -> None:
+    """Show Developer tools → Actions: one of our actions and its response."""
     # The page keeps its form in local storage: fill it before it loads.
-    state = {"action": "backup_offload.list", "data": {"config_entry_id": entry_id}}
+    state = {"action": f"backup_offload.{action}", "data": data}
     await tour.page.evaluate(
         "localStorage.setItem('panel-dev-action-state-service-data',"
         f" {json.dumps(json.dumps(state))});"
         "localStorage.setItem('panel-dev-action-state-yaml-mode', 'false');"
     )
-    await tour.open("/developer-tools/action")
-    await tour.page.wait_for(STRINGS["services"]["list"]["name"])
+    # Loaded afresh: the form reads that state only when the app starts.
+    await tour.page.open(tour.hass.url + "/developer-tools/action")
+    await tour.page.wait_until(TRANSLATED, "the frontend's translations")
+    await tour.page.wait_for(STRINGS["services"][action]["name"])
     await tour.page.click("Perform action")
-    await tour.shoot("action-response", "Response", "backup_id", "Before the update")
+    await tour.shoot(name, "Response", *expected)
 
 
 async def dashboard(tour: Tour, name: str, *expected: str) -> None:
@@ -445,7 +454,33 @@ async def tour_all(hass: Hass, page: Page, args: argparse.Namespace) -> Tour:
     await device_page(tour, entry_id)
     await options_form(tour)
     await backup_page(tour, backup_id)
-    await action_response(tour, entry_id)
+    await action_response(
+        tour,
+        "action-response",
+        "list",
+        {"config_entry_id": entry_id},
+        "backup_id",
+        "Before the update",
+    )
+    fields = STRINGS["services"]["copy"]["fields"]
+    await action_response(
+        tour,
+        "copy-action",
+        "copy",
+        {"config_entry_id": entry_id, "source": "backup.local"},
+        fields["source"]["name"],
+        fields["delete_source"]["name"],
+        "already_present",
+    )
+    await action_response(
+        tour,
+        "purge-dry-run",
+        "purge",
+        {"config_entry_id": entry_id, "dry_run": True},
+        STRINGS["services"]["purge"]["fields"]["dry_run"]["name"],
+        "kept_by",
+        "retention_off",
+    )
     sensor = STRINGS["entity"]["sensor"]
     card = yaml.safe_load(DASHBOARD.read_text())
     await dashboard(

@@ -98,3 +98,19 @@ def test_issues_fixable_or_described() -> None:
     """An issue has a fix flow or a description, not both (hassfest's rule)."""
     for key, issue in STRINGS["issues"].items():
         assert ("fix_flow" in issue) != ("description" in issue), key
+
+
+def _texts(node: object) -> list[str]:
+    if isinstance(node, dict):
+        return [text for value in node.values() for text in _texts(value)]
+    return [node] if isinstance(node, str) else []
+
+
+def test_texts_format_in_the_frontend() -> None:
+    """No text holds what the frontend's ICU formatter reads as a tag.
+
+    "backup_offload.<config entry ID>" showed as "Translation error:
+    INVALID_TAG" under the copy action's Source field.
+    """
+    tagged = [text for text in _texts(STRINGS) if re.search(r"<\w", text)]
+    assert tagged == []
