@@ -314,6 +314,41 @@ async def test_counts_only_backups_of_this_instance(
     assert dt_util.parse_datetime(state.attributes["last_backup"]) == core_made
 
 
+async def test_a_backup_dated_in_the_future_does_not_silence_it(
+    hass: HomeAssistant,
+    ha_config_dir: Path,
+    location_dir: Path,
+    mock_config_entry: MockConfigEntry,
+) -> None:
+    """A planted backup of "ours" dated 2099 would hold the alarm off till then."""
+    ours = await instance_id.async_get(hass)
+    made = dt_util.utcnow().replace(microsecond=0) - timedelta(hours=100)
+    archives = {
+        "old.tar": backup_json(
+            slug="c0ffee01", date=made.isoformat(), extra={"instance_id": ours}
+        ),
+        "planted.tar": backup_json(
+            slug="c0ffee02",
+            date="2099-01-01T00:00:00+00:00",
+            extra={"instance_id": ours},
+        ),
+    }
+    for name, metadata in archives.items():
+        await run(
+            hass,
+            partial(
+                build_archive,
+                location_dir / name,
+                [member("data/x", b"x")],
+                metadata=metadata,
+            ),
+        )
+    await _set_up(hass, mock_config_entry)
+    state = hass.states.get(SENSOR)
+    assert state.state == "on"
+    assert dt_util.parse_datetime(state.attributes["last_backup"]) == made
+
+
 async def test_no_backup_yet_counts_from_the_start(
     hass: HomeAssistant,
     freezer: FrozenDateTimeFactory,

@@ -31,6 +31,7 @@ from .const import (
     EVENT_BACKUP_OVERDUE,
     LOGGER,
 )
+from .engine.retention import in_future
 from .models import DATA_OVERDUE_STORE
 
 if TYPE_CHECKING:
@@ -118,11 +119,17 @@ async def async_get_store(hass: HomeAssistant) -> OverdueStore:
 
 
 def newest_own_backup(data: LocationState, instance_id: str) -> datetime | None:
-    """Return the date of the newest backup this instance made, if listed."""
+    """Return the date of the newest backup this instance made, if listed.
+
+    A backup dated in the future does not count: its date would hold the
+    alarm off until then (a board that booted without a clock, or a file
+    planted on the share; the instance id is in every backup.json).
+    """
+    now = dt_util.utcnow()
     dates = (
         dt_util.parse_datetime(backup.date)
         for backup in data.backups
-        if backup.instance_id == instance_id
+        if backup.instance_id == instance_id and not in_future(backup, now)
     )
     return max((date for date in dates if date is not None), default=None)
 
